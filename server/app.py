@@ -1,0 +1,94 @@
+"""Build the Starlette app: routes from every door module, error handlers, the lifespan.
+
+`create_app(settings)` builds everything from settings; nothing is created at import time.
+The lifespan migrates the embedded database, starts the mail dispatcher, and on shutdown
+stops them and closes the pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from anyio import to_thread
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.config import Settings, load_settings
+from server.context import Services, build_services
+from server.http import auth, email, system, users
+from server.http.errors import EXCEPTION_HANDLERS
+from server.http.routing import Endpoint
+
+log = logging.getLogger(__name__)
+
+DOOR_MODULES = (auth, email, users, system)
+
+
+def all_endpoints() -> list[Endpoint]:
+    return [endpoint for module in DOOR_MODULES for endpoint in module.router.endpoints]
+
+
+class MetricsMiddleware:
+    """Counts requests by route template (not raw path, so ids do not explode the labels)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics = scope["app"].state.services.metrics
+            metrics.observe_request(
+                scope["method"], template, status, time.perf_counter() - started
+            )
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Starlette:
+    if services is None:
+        services = build_services(settings or load_settings())
+    endpoints = all_endpoints()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if services.settings.auto_migrate:
+            await to_thread.run_sync(services.db.migrate)
+        mail_task = asyncio.create_task(services.mailer.run(), name="mail-dispatcher")
+        log.info("server started", extra={"database": services.db.engine.dialect.name})
+        try:
+            yield
+        finally:
+            mail_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await mail_task
+            services.db.dispose()
+
+    app = Starlette(
+        routes=[endpoint.starlette_route() for endpoint in endpoints] + system.extra_routes(),
+        middleware=[Middleware(MetricsMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # spec §1.1: a trailing slash is another path
+    app.state.services = services
+    app.state.endpoints = endpoints
+    return app
