@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.billing import seed_prices
 from server.config import Settings, load_settings
 from server.context import Services, build_services
 from server.http import auth, email, system, users
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if services.settings.auto_migrate:
             await to_thread.run_sync(services.db.migrate)
+        await to_thread.run_sync(seed_prices, services.db)
         mail_task = asyncio.create_task(services.mailer.run(), name="mail-dispatcher")
         log.info("server started", extra={"database": services.db.engine.dialect.name})
         try:
