@@ -21,13 +21,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.billing import seed_prices
 from server.config import Settings, load_settings
 from server.context import Services, build_services
-from server.http import auth, email, system, users
+from server.http import admin, auth, email, system, users
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.routing import Endpoint
 
 log = logging.getLogger(__name__)
 
-DOOR_MODULES = (auth, email, users, system)
+DOOR_MODULES = (auth, email, users, admin, system)
 
 
 def all_endpoints() -> list[Endpoint]:
