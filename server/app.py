@@ -21,13 +21,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.billing import seed_prices
 from server.config import Settings, load_settings
 from server.context import Services, build_services
-from server.http import admin, auth, email, system, users
+from server.http import admin, ai_chat, assistants, auth, email, system, users
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.routing import Endpoint
 
 log = logging.getLogger(__name__)
 
-DOOR_MODULES = (auth, email, users, admin, system)
+DOOR_MODULES = (auth, email, users, admin, assistants, ai_chat, system)
 
 
 def all_endpoints() -> list[Endpoint]:
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             mail_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await mail_task
+            await services.aclose()
             services.db.dispose()
 
     app = Starlette(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from server.ai.llm import LlmGateway
 from server.config import Settings
+from server.landing_sessions import SessionStore, build_session_store
 from server.mail import Mailer
 from server.metrics import Metrics
 from server.ratelimit import RateLimiter, parse_overrides
@@ -26,6 +28,14 @@ class Services:
     limiter: RateLimiter
     mailer: Mailer
     metrics: Metrics
+    llm: LlmGateway
+    landing_sessions: SessionStore
+
+    async def aclose(self) -> None:
+        """Release what the event loop holds (HTTP pools, Redis connections)."""
+        await self.llm.aclose()
+        await self.limiter.close()
+        await self.landing_sessions.close()
 
 
 def build_services(settings: Settings, *, rate_limit_prefix: str = "replyx:rl") -> Services:
@@ -54,4 +64,8 @@ def build_services(settings: Settings, *, rate_limit_prefix: str = "replyx:rl") 
         ),
         mailer=Mailer(db, settings),
         metrics=Metrics(),
+        llm=LlmGateway(settings, db),
+        landing_sessions=build_session_store(
+            settings.redis_url, prefix=f"{rate_limit_prefix}:landing:"
+        ),
     )

@@ -16,6 +16,7 @@ import time
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import ConnectionPool
 
 from server.errors import AppError, ConfigError, ErrorCode
 
@@ -50,6 +51,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("document_upload", 10, 300),
     Rule("refresh_token", 60, 300),
     Rule("test_send", 10, 3600),
+    Rule("landing_chat", 30, 60),
 )
 
 # Namespaces `GET /api/me/rate-limits` reports for a user identifier.
@@ -101,9 +103,17 @@ class RateLimiter:
         self.uses_redis = redis_url is not None
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._storage: Storage = MemoryStorage()
+        # Our own pool, so that close() can release its sockets (limits offers no close).
+        self._redis_pool: ConnectionPool | None = None
         if redis_url is not None:
-            uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-            self._storage = RedisStorage(uri, implementation="redispy", key_prefix=key_prefix)
+            plain = redis_url.removeprefix("async+")
+            self._redis_pool = ConnectionPool.from_url(plain)
+            self._storage = RedisStorage(
+                "async+" + plain,
+                implementation="redispy",
+                key_prefix=key_prefix,
+                connection_pool=self._redis_pool,
+            )
         self._limiter = MovingWindowRateLimiter(self._storage)
         rules = {rule.namespace: rule for rule in DEFAULT_RULES}
         for name, (limit, window) in (overrides or {}).items():
@@ -154,6 +164,11 @@ class RateLimiter:
     async def reset(self) -> None:
         await self._storage.reset()
         await self._memory.storage.reset()
+
+    async def close(self) -> None:
+        """Release the Redis connections (the app's lifespan calls this on shutdown)."""
+        if self._redis_pool is not None:
+            await self._redis_pool.aclose()
 
     async def ping(self) -> bool:
         try:

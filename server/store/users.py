@@ -295,3 +295,37 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+# --- own-account helpers (profile, onboarding) -------------------------------------------------
+
+
+def get_balance(session: Session, user_id: int) -> Decimal | None:
+    """The balance, or None when the account has no balance row yet."""
+    value = session.execute(
+        select(UserBalance.balance).where(UserBalance.user_id == user_id)
+    ).scalar_one_or_none()
+    return Decimal(value) if value is not None else None
+
+
+def add_tutorial_tip(
+    session: Session, user_id: int, tip_id: str, *, max_tips: int
+) -> tuple[str, ...] | None:
+    """Append `tip_id` once; the row lock keeps concurrent saves from losing each other.
+
+    Returns the tips afterwards, or None for an unknown user. Raises `OverflowError` when the
+    list is full and `tip_id` is new (the caller turns that into a refusal).
+    """
+    row = session.execute(
+        select(User).where(User.id == user_id).with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    tips = list(row.tutorial_tips_shown or ())
+    if tip_id not in tips:
+        if len(tips) >= max_tips:
+            raise OverflowError(max_tips)
+        # A new list object, so the JSON column is seen as changed.
+        row.tutorial_tips_shown = [*tips, tip_id]
+        session.flush()
+    return tuple(row.tutorial_tips_shown)
