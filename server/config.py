@@ -44,6 +44,11 @@ def _list(raw: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+# Module constants, not `cls.<field>`: on a slots dataclass that is a member descriptor.
+DEFAULT_MAIL_FROM = "ReplyX <no-reply@localhost>"
+DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -55,11 +60,11 @@ class Settings:
     site_secret: str | None = None
     service_api_token: str | None = None
     smtp_url: str | None = None
-    mail_from: str = "ReplyX <no-reply@localhost>"
+    mail_from: str = DEFAULT_MAIL_FROM
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     embeddings_model: str | None = None
-    telegram_api_url: str = "https://api.telegram.org"
+    telegram_api_url: str = DEFAULT_TELEGRAM_API_URL
     public_url: str = ""
     frontend_url: str = ""
     admin_notify_emails: tuple[str, ...] = ()
@@ -77,6 +82,7 @@ class Settings:
     rate_limit_enabled: bool = True
     trusted_proxy_ips: tuple[str, ...] = ()
     max_request_body_bytes: int = 1_048_576
+    max_upload_bytes: int = 20 * 1024 * 1024
     mail_max_attempts: int = 8
     mail_retry_base_secs: int = 5
     mail_poll_interval_secs: int = 30
@@ -109,11 +115,11 @@ class Settings:
             site_secret=env.get("SITE_SECRET") or None,
             service_api_token=env.get("SERVICE_API_TOKEN") or None,
             smtp_url=env.get("SMTP_URL") or None,
-            mail_from=env.get("MAIL_FROM") or cls.mail_from,
+            mail_from=env.get("MAIL_FROM") or DEFAULT_MAIL_FROM,
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_base_url=env.get("OPENAI_BASE_URL") or None,
             embeddings_model=env.get("EMBEDDINGS_MODEL") or None,
-            telegram_api_url=env.get("TELEGRAM_API_URL") or cls.telegram_api_url,
+            telegram_api_url=env.get("TELEGRAM_API_URL") or DEFAULT_TELEGRAM_API_URL,
             public_url=public_url,
             frontend_url=(env.get("FRONTEND_URL") or public_url).rstrip("/"),
             admin_notify_emails=_list(env.get("ADMIN_NOTIFY_EMAILS")),
@@ -131,6 +137,7 @@ class Settings:
             rate_limit_enabled=_flag(env.get("RATE_LIMIT_ENABLED"), True),
             trusted_proxy_ips=_list(env.get("TRUSTED_PROXY_IPS")),
             max_request_body_bytes=_int(env, "MAX_REQUEST_BODY_BYTES", 1_048_576),
+            max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
             mail_max_attempts=_int(env, "MAIL_MAX_ATTEMPTS", 8),
             mail_retry_base_secs=_int(env, "MAIL_RETRY_BASE_SECS", 5),
             mail_poll_interval_secs=_int(env, "MAIL_POLL_INTERVAL_SECS", 30),

@@ -128,7 +128,10 @@ async def authenticate(request: Request, services: Services, classes: Sequence[s
         try:
             caller = await _try(request, services, auth)
         except AppError as exc:
-            failure = failure or exc
+            # The first refusal wins, except that "you may not" (403 from a class whose
+            # credential was valid) beats "who are you?" (401 from an absent credential).
+            if failure is None or (failure.status == 401 and exc.status == 403):
+                failure = exc
             continue
         if caller is not None:
             return caller

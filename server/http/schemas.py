@@ -40,6 +40,12 @@ class MessageOut(BaseModel):
     message: str
 
 
+class TokensOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str
+
+
 def render_user(user: UserRecord) -> dict[str, Any]:
     return {
         "id": user.id,
@@ -49,3 +55,8 @@ def render_user(user: UserRecord) -> dict[str, Any]:
         "created_at": iso(user.created_at),
         "first_name": user.first_name,
     }
+
+
+def render_tokens(access_token: str, refresh_token: str) -> dict[str, Any]:
+    """The answer of every door that signs a user in (login, refresh, confirm, password)."""
+    return {"access_token": access_token, "refresh_token": refresh_token, "token_type": "bearer"}

@@ -1,0 +1,1 @@
+"""Fakes over real loopback sockets (SMTP, OpenAI-compatible LLM, ...) and their fixtures."""
