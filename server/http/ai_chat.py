@@ -141,7 +141,6 @@ async def reload_config(call: Call) -> dict[str, Any]:
             return ai_keys.reset_key_health(session)
 
     await to_thread.run_sync(reset)
-    await call.services.llm.aclose()
     has_key, status = await _provider_status(call)
     key = call.services.settings.openai_api_key or ""
     return {
