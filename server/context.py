@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from server.ai.engine import AnswerEngine
 from server.ai.llm import LlmGateway
 from server.config import Settings
 from server.landing_sessions import SessionStore, build_session_store
@@ -29,6 +30,7 @@ class Services:
     mailer: Mailer
     metrics: Metrics
     llm: LlmGateway
+    engine: AnswerEngine
     landing_sessions: SessionStore
 
     async def aclose(self) -> None:
@@ -42,6 +44,7 @@ def build_services(settings: Settings, *, rate_limit_prefix: str = "replyx:rl") 
     if not settings.secret_key or not settings.site_secret:
         raise ValueError("settings must carry secrets; use load_settings() or with_secrets()")
     db = Database(settings.database_url)
+    llm = LlmGateway(settings, db)
     return Services(
         settings=settings,
         db=db,
@@ -64,7 +67,8 @@ def build_services(settings: Settings, *, rate_limit_prefix: str = "replyx:rl") 
         ),
         mailer=Mailer(db, settings),
         metrics=Metrics(),
-        llm=LlmGateway(settings, db),
+        llm=llm,
+        engine=AnswerEngine(db, llm),
         landing_sessions=build_session_store(
             settings.redis_url, prefix=f"{rate_limit_prefix}:landing:"
         ),
