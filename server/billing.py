@@ -8,95 +8,30 @@ adjustment.
 
 from __future__ import annotations
 
-import dataclasses
 from decimal import Decimal
-
-from sqlalchemy import select
 
 from server.errors import AppError, ErrorCode, not_found
 from server.store import billing as billing_store
 from server.store import users as user_store
+from server.store.billing import Charge
 from server.store.db import Database
-from server.store.models import BalanceTransaction
 
-REFUND = "refund"
 ADMIN_ADJUSTMENT = "admin_adjustment"
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Charge:
-    transaction_id: int
-    user_id: int
-    service_type: str
-    amount: Decimal
-    balance_after: Decimal
-
-
-def insufficient_balance(current: Decimal, required: Decimal | None) -> AppError:
-    return AppError(
-        ErrorCode.INSUFFICIENT_BALANCE,
-        {
-            "error": "insufficient_balance",
-            "message": "Not enough balance: please top up to continue",
-            "current_balance": float(current),
-            "required_amount": float(required) if required is not None else None,
-            "needsTopUp": True,
-        },
-    )
+__all__ = ["Charge", "do_charge", "do_refund", "do_topup", "seed_prices"]
 
 
 def do_charge(
     db: Database, user_id: int, service_type: str, *, related_id: int | None = None
 ) -> Charge:
     with db.write() as session:
-        price = billing_store.get_price(session, service_type)
-        billing_store.ensure_balance_row(session, user_id)
-        if price is None or not price.is_active:
-            # A service without an active price cannot be sold (spec §9.7).
-            raise insufficient_balance(billing_store.get_balance(session, user_id), None)
-        new_balance = billing_store.apply_delta(
-            session, user_id, -price.price, spent_delta=price.price
-        )
-        if new_balance is None:
-            raise insufficient_balance(billing_store.get_balance(session, user_id), price.price)
-        entry = billing_store.add_ledger_entry(
-            session,
-            user_id,
-            -price.price,
-            service_type,
-            new_balance,
-            description=price.description,
-            related_id=related_id,
-        )
-        return Charge(entry.id, user_id, service_type, price.price, new_balance)
+        return billing_store.charge(session, user_id, service_type, related_id=related_id)
 
 
-def do_refund(db: Database, charge: Charge, reason: str = "answer failed") -> bool:
+def do_refund(db: Database, paid: Charge, reason: str = "answer failed") -> bool:
     """Give a charge back; False when it was already refunded."""
     with db.write() as session:
-        already = session.execute(
-            select(BalanceTransaction.id).where(
-                BalanceTransaction.user_id == charge.user_id,
-                BalanceTransaction.transaction_type == REFUND,
-                BalanceTransaction.related_id == charge.transaction_id,
-            )
-        ).first()
-        if already is not None:
-            return False
-        new_balance = billing_store.apply_delta(
-            session, charge.user_id, charge.amount, spent_delta=-charge.amount
-        )
-        assert new_balance is not None  # a credit cannot make the balance negative
-        billing_store.add_ledger_entry(
-            session,
-            charge.user_id,
-            charge.amount,
-            REFUND,
-            new_balance,
-            description=f"Refund of {charge.service_type}: {reason}",
-            related_id=charge.transaction_id,
-        )
-        return True
+        return billing_store.refund(session, paid, reason)
 
 
 def do_topup(

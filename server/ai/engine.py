@@ -28,9 +28,10 @@ from server.ai.llm_errors import LlmError, NoKeyAvailable
 from server.ai.offline import offline_answer
 from server.ai.prompts import PromptLimits, Turn, build_messages
 from server.ai.retrieval import Embedder, Snippet, retrieve
-from server.billing import Charge, do_charge, do_refund
 from server.errors import not_found
 from server.store import assistants as assistant_store
+from server.store import billing as billing_store
+from server.store.billing import Charge
 from server.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,10 @@ class AnswerEngine:
         )
         charge = None
         if offline_text is None and request.charge and profile.service_type is not None:
-            charge = do_charge(
-                self._db, request.owner_id, profile.service_type, related_id=request.related_id
-            )
+            with self._db.write() as session:
+                charge = billing_store.charge(
+                    session, request.owner_id, profile.service_type, related_id=request.related_id
+                )
         return PreparedAnswer(
             request=request,
             model=assistant.ai_model if assistant else DEFAULT_MODEL,
@@ -181,8 +183,12 @@ class AnswerEngine:
             unearned = outcome.status != "completed" or outcome.offline
             if unearned and prepared.charge is not None:
                 outcome.refunded = await to_thread.run_sync(
-                    do_refund, self._db, prepared.charge, outcome.error or outcome.status
+                    self._refund, prepared.charge, outcome.error or outcome.status
                 )
+
+    def _refund(self, paid: Charge, reason: str) -> bool:
+        with self._db.write() as session:
+            return billing_store.refund(session, paid, reason)
 
     async def _llm_deltas(
         self, prepared: PreparedAnswer, outcome: AnswerOutcome, cancel: CancelToken | None

@@ -14,9 +14,11 @@ from decimal import Decimal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from server.errors import AppError, ErrorCode
 from server.store.models import BalanceTransaction, ServicePrice, UserBalance
 
 CENT = Decimal("0.01")
+REFUND = "refund"
 
 DEFAULT_PRICES: dict[str, tuple[Decimal, str]] = {
     "ai_message": (Decimal("5.00"), "AI answer in the dashboard test chat"),
@@ -161,3 +163,67 @@ def _entry(row: BalanceTransaction) -> LedgerEntry:
         related_id=row.related_id,
         created_at=row.created_at,
     )
+
+
+# --- charging (one transaction each; the caller owns the session) -----------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Charge:
+    transaction_id: int
+    user_id: int
+    service_type: str
+    amount: Decimal
+    balance_after: Decimal
+
+
+def insufficient_balance(current: Decimal, required: Decimal | None) -> AppError:
+    return AppError(
+        ErrorCode.INSUFFICIENT_BALANCE,
+        {
+            "error": "insufficient_balance",
+            "message": "Not enough balance: please top up to continue",
+            "current_balance": float(current),
+            "required_amount": float(required) if required is not None else None,
+            "needsTopUp": True,
+        },
+    )
+
+
+def charge(
+    session: Session, user_id: int, service_type: str, *, related_id: int | None = None
+) -> Charge:
+    """Debit the service's price or raise the 402; never takes a balance below zero."""
+    price = get_price(session, service_type)
+    ensure_balance_row(session, user_id)
+    if price is None or not price.is_active:
+        # A service without an active price cannot be sold (spec §9.7).
+        raise insufficient_balance(get_balance(session, user_id), None)
+    new_balance = apply_delta(session, user_id, -price.price, spent_delta=price.price)
+    if new_balance is None:
+        raise insufficient_balance(get_balance(session, user_id), price.price)
+    entry = add_ledger_entry(
+        session, user_id, -price.price, service_type, new_balance,
+        description=price.description, related_id=related_id,
+    )
+    return Charge(entry.id, user_id, service_type, price.price, new_balance)
+
+
+def refund(session: Session, paid: Charge, reason: str) -> bool:
+    """Give a charge back once; False when it was already refunded."""
+    already = session.execute(
+        select(BalanceTransaction.id).where(
+            BalanceTransaction.user_id == paid.user_id,
+            BalanceTransaction.transaction_type == REFUND,
+            BalanceTransaction.related_id == paid.transaction_id,
+        )
+    ).first()
+    if already is not None:
+        return False
+    new_balance = apply_delta(session, paid.user_id, paid.amount, spent_delta=-paid.amount)
+    assert new_balance is not None  # a credit cannot make the balance negative
+    add_ledger_entry(
+        session, paid.user_id, paid.amount, REFUND, new_balance,
+        description=f"Refund of {paid.service_type}: {reason}", related_id=paid.transaction_id,
+    )
+    return True
