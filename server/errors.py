@@ -48,6 +48,12 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
+    # documents and website import (issue 3)
+    INVALID_URL = "invalid_url"
+    FETCH_REFUSED = "fetch_refused"
+    FETCH_FAILED = "fetch_failed"
+    EMPTY_DOCUMENT = "empty_document"
+    UNREADABLE_DOCUMENT = "unreadable_document"
 
 
 _DEFAULT_STATUS: dict[ErrorCode, int] = {
@@ -71,6 +77,7 @@ _DEFAULT_STATUS: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.FETCH_FAILED: 502,
 }
 
 

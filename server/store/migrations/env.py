@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from server.store.fts import include_name, include_object
 from server.store.models import Base
 
 config = context.config
@@ -28,6 +29,9 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            # The full-text index (migration 0002) lives outside the models.
+            include_name=include_name,
+            include_object=include_object,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -1,0 +1,1 @@
+"""The AI engine: ingestion, retrieval, prompt assembly and LLM streaming (plain library code)."""
