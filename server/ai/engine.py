@@ -102,6 +102,7 @@ class AnswerEngine:
     # -- the blocking half ---------------------------------------------------------------
 
     def prepare(self, request: AnswerRequest, *, embedder: Embedder | None = None) -> PreparedAnswer:
+        """One write transaction: a refused charge (402) also undoes the usage counters."""
         profile = request.channel
         with self._db.write() as session:
             assistant = None
@@ -118,10 +119,15 @@ class AnswerEngine:
                 token_budget=profile.knowledge_tokens,
                 embedder=embedder,
             )
-        offline_text = None
-        if not self.gateway.has_any_key():
-            fallback = assistant.fallback_text if assistant else None
-            offline_text = offline_answer(request.question, snippets, fallback)
+            offline_text = None
+            if not self.gateway.pool.has_any_key_in(session):
+                fallback = assistant.fallback_text if assistant else None
+                offline_text = offline_answer(request.question, snippets, fallback)
+            charge = None
+            if offline_text is None and request.charge and profile.service_type is not None:
+                charge = billing_store.charge(
+                    session, request.owner_id, profile.service_type, related_id=request.related_id
+                )
         messages = build_messages(
             assistant_prompt=assistant.system_prompt if assistant else None,
             history=request.history,
@@ -131,12 +137,6 @@ class AnswerEngine:
                 history_turns=profile.history_turns, knowledge_tokens=profile.knowledge_tokens
             ),
         )
-        charge = None
-        if offline_text is None and request.charge and profile.service_type is not None:
-            with self._db.write() as session:
-                charge = billing_store.charge(
-                    session, request.owner_id, profile.service_type, related_id=request.related_id
-                )
         return PreparedAnswer(
             request=request,
             model=assistant.ai_model if assistant else DEFAULT_MODEL,

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 import anyio
+from sqlalchemy.orm import Session
 
 from server.ai.llm_errors import LlmError, LlmFailed, NoKeyAvailable
 from server.config import Settings
@@ -96,6 +97,10 @@ class KeyPool:
             return True
         with self._db.read() as session:
             return ai_keys.has_active_key(session)
+
+    def has_any_key_in(self, session: Session) -> bool:
+        """The same answer inside the caller's transaction."""
+        return bool(self._settings.openai_api_key) or ai_keys.has_active_key(session)
 
     def acquire(self, model: str, tried: frozenset[int], fallback_tried: bool) -> PoolKey | None:
         """Reserve the best untried pool key for `model`, else the fallback once, else None."""

@@ -11,11 +11,12 @@ import dataclasses
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from server.errors import AppError, ErrorCode
 from server.store.models import BalanceTransaction, ServicePrice, UserBalance
+from server.store.types import utcnow
 
 CENT = Decimal("0.01")
 REFUND = "refund"
@@ -98,15 +99,17 @@ def apply_delta(
 ) -> Decimal | None:
     """Add `delta` unless the balance would go below zero; the new balance, or None."""
     delta = delta.quantize(CENT)
+    balances = UserBalance.__table__.c  # Core, not the ORM's bulk-update machinery
     statement = (
-        update(UserBalance)
-        .where(UserBalance.user_id == user_id, UserBalance.balance + delta >= 0)
+        update(UserBalance.__table__)
+        .where(balances.user_id == user_id, balances.balance + delta >= 0)
         .values(
-            balance=UserBalance.balance + delta,
-            total_spent=UserBalance.total_spent + spent_delta,
-            total_topped_up=UserBalance.total_topped_up + topped_up_delta,
+            balance=balances.balance + delta,
+            total_spent=balances.total_spent + spent_delta,
+            total_topped_up=balances.total_topped_up + topped_up_delta,
+            updated_at=utcnow(),
         )
-        .returning(UserBalance.balance)
+        .returning(balances.balance)
     )
     new_balance = session.execute(statement).scalar_one_or_none()
     return Decimal(new_balance).quantize(CENT) if new_balance is not None else None
@@ -193,20 +196,39 @@ def insufficient_balance(current: Decimal, required: Decimal | None) -> AppError
 def charge(
     session: Session, user_id: int, service_type: str, *, related_id: int | None = None
 ) -> Charge:
-    """Debit the service's price or raise the 402; never takes a balance below zero."""
-    price = get_price(session, service_type)
-    ensure_balance_row(session, user_id)
-    if price is None or not price.is_active:
+    """Debit the service's price or raise the 402; never takes a balance below zero.
+
+    Core statements only: this runs before every AI answer, and the ORM's unit of work would
+    cost more than the three statements themselves.
+    """
+    price = session.execute(
+        select(ServicePrice.price, ServicePrice.description).where(
+            ServicePrice.service_type == service_type, ServicePrice.is_active.is_(True)
+        )
+    ).first()
+    if price is None:
         # A service without an active price cannot be sold (spec §9.7).
         raise insufficient_balance(get_balance(session, user_id), None)
-    new_balance = apply_delta(session, user_id, -price.price, spent_delta=price.price)
+    amount = Decimal(price.price).quantize(CENT)
+    new_balance = apply_delta(session, user_id, -amount, spent_delta=amount)
     if new_balance is None:
-        raise insufficient_balance(get_balance(session, user_id), price.price)
-    entry = add_ledger_entry(
-        session, user_id, -price.price, service_type, new_balance,
-        description=price.description, related_id=related_id,
-    )
-    return Charge(entry.id, user_id, service_type, price.price, new_balance)
+        ensure_balance_row(session, user_id)
+        raise insufficient_balance(get_balance(session, user_id), amount)
+    entry_id = session.execute(
+        insert(BalanceTransaction.__table__)
+        .values(
+            user_id=user_id,
+            amount=-amount,
+            transaction_type=service_type,
+            description=price.description,
+            balance_before=new_balance + amount,
+            balance_after=new_balance,
+            related_id=related_id,
+            created_at=utcnow(),
+        )
+        .returning(BalanceTransaction.__table__.c.id)
+    ).scalar_one()
+    return Charge(entry_id, user_id, service_type, amount, new_balance)
 
 
 def refund(session: Session, paid: Charge, reason: str) -> bool:
