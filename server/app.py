@@ -7,12 +7,12 @@ stops them and closes the pools.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 
+import anyio
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,13 +21,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.billing import seed_prices
 from server.config import Settings, load_settings
 from server.context import Services, build_services
-from server.http import admin, ai_chat, assistants, auth, email, system, users
+from server.http import admin, ai_chat, assistants, auth, documents, email, system, users
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.routing import Endpoint
 
 log = logging.getLogger(__name__)
 
-DOOR_MODULES = (auth, email, users, admin, assistants, ai_chat, system)
+DOOR_MODULES = (auth, email, users, admin, assistants, documents, ai_chat, system)
 
 
 def all_endpoints() -> list[Endpoint]:
@@ -74,14 +74,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if services.settings.auto_migrate:
             await to_thread.run_sync(services.db.migrate)
         await to_thread.run_sync(seed_prices, services.db)
-        mail_task = asyncio.create_task(services.mailer.run(), name="mail-dispatcher")
-        log.info("server started", extra={"database": services.db.engine.dialect.name})
         try:
-            yield
+            async with anyio.create_task_group() as background:
+                background.start_soon(services.mailer.run, name="mail-dispatcher")
+                log.info("server started", extra={"database": services.db.engine.dialect.name})
+                try:
+                    yield
+                finally:
+                    # An anyio cancel waits for a worker thread in flight (a plain
+                    # task.cancel() does not), so no session outlives the pool disposed below.
+                    background.cancel_scope.cancel()
         finally:
-            mail_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await mail_task
             await services.aclose()
             services.db.dispose()
 

@@ -9,6 +9,8 @@
 Each endpoint's wrapper: checks the caller (guards), counts rate limits, reads the body under
 a size cap, validates path ids, query and body with pydantic, and renders the handler's dict
 as JSON. Every refusal is an `AppError`, rendered by `server/http/errors.py`.
+`multipart=True` reads one uploaded `file` part (capped by MAX_UPLOAD_BYTES) into `call.upload`,
+and a `RootModel` body (e.g. a JSON array) accepts a JSON value that is not an object.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any, TypeVar
 
 import orjson
 from anyio import to_thread
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -39,6 +42,10 @@ Handler = Callable[["Call"], Awaitable[Any]]
 
 PATH_PARAM = re.compile(r"{(\w+)}")
 MAX_DB_ID = 2**31 - 1
+# Room for the multipart envelope (boundaries, part headers, small fields) around one file.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MULTIPART_FILE_FIELD = "file"
+MULTIPART_MAX_FIELDS = 10
 
 
 def _json_default(value: Any) -> Any:
@@ -72,7 +79,31 @@ def pydantic_errors(exc: ValidationError, location: str) -> list[dict[str, Any]]
     ]
 
 
+def _nul_location(data: Any, path: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+    """Where a NUL character hides in parsed input (PostgreSQL text cannot store one)."""
+    if isinstance(data, str):
+        return path if "\x00" in data else None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found = _nul_location(key, path) if isinstance(key, str) else None
+            found = found if found is not None else _nul_location(value, (*path, key))
+            if found is not None:
+                return found
+    if isinstance(data, list):
+        for index, value in enumerate(data):
+            found = _nul_location(value, (*path, index))
+            if found is not None:
+                return found
+    return None
+
+
 def parse_model(model: type[M], data: Any, location: str) -> M:
+    nul_at = _nul_location(data)
+    if nul_at is not None:
+        raise validation_error(
+            [{"loc": [location, *nul_at], "msg": "NUL characters are not allowed",
+              "type": "string_nul"}]
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -91,6 +122,15 @@ def client_ip(request: Request, trusted_proxies: Sequence[str]) -> str:
     return peer
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Upload:
+    """The one file of a multipart request (`multipart=True` endpoints)."""
+
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
 @dataclasses.dataclass(slots=True)
 class Call:
     """One request as a handler sees it."""
@@ -103,6 +143,7 @@ class Call:
     query: Any = None
     ip: str = ""
     response_headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    upload: Upload | None = None
 
     @property
     def user(self) -> UserRecord:
@@ -146,6 +187,7 @@ class Endpoint:
     str_params: tuple[str, ...] = ()
     max_body_bytes: int | None = None
     errors: tuple[int, ...] = ()
+    multipart: bool = False
 
     def starlette_route(self) -> Route:
         return Route(self.path, self._asgi, methods=[self.method], name=f"{self.method} {self.path}")
@@ -163,19 +205,50 @@ class Endpoint:
         await self._count(call)
         if self.query is not None:
             call.query = parse_model(self.query, dict(request.query_params), "query")
-        if self.body is not None or self.form is not None:
+        if self.multipart:
+            await self._read_multipart(call)
+        elif self.body is not None or self.form is not None:
             raw = await read_body(request, self.max_body_bytes or services.settings.max_request_body_bytes)
             if self.form is not None:
                 form = await request.form(max_files=0, max_fields=50)
                 fields = {key: value for key, value in form.items() if isinstance(value, str)}
                 call.body = parse_model(self.form, fields, "body")
             elif self.body is not None:
-                call.body = parse_model(self.body, parse_json_object(raw), "body")
+                call.body = parse_model(self.body, _parse_json_for(self.body, raw), "body")
         result = await self.handler(call)
         if isinstance(result, Response):
             result.headers.update(call.response_headers)
             return result
         return JSONResponse(result, status_code=self.status, headers=call.response_headers)
+
+    async def _read_multipart(self, call: Call) -> None:
+        """One `file` part (required) and optional small text fields parsed with `form=`.
+
+        The body is read under the upload cap (+ envelope room) before parsing, so an upload
+        declared too large is refused from its Content-Length, before any of it is read.
+        """
+        request = call.request
+        cap = self.max_body_bytes or call.services.settings.max_upload_bytes
+        await read_body(request, cap + MULTIPART_OVERHEAD_BYTES)
+        form = await request.form(
+            max_files=1, max_fields=MULTIPART_MAX_FIELDS, max_part_size=MULTIPART_OVERHEAD_BYTES
+        )
+        try:
+            part = form.get(MULTIPART_FILE_FIELD)
+            if not isinstance(part, UploadFile):
+                raise validation_error(
+                    [{"loc": ["body", MULTIPART_FILE_FIELD], "msg": "A file is required",
+                      "type": "missing"}]
+                )
+            data = await part.read()
+            if len(data) > cap:
+                raise AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"The file is over {cap} bytes")
+            call.upload = Upload(part.filename, part.content_type, data)
+            if self.form is not None:
+                fields = {key: value for key, value in form.items() if isinstance(value, str)}
+                call.body = parse_model(self.form, fields, "body")
+        finally:
+            await form.close()
 
     async def _count(self, call: Call) -> None:
         limiter = call.services.limiter
@@ -220,6 +293,25 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return body
 
 
+def _parse_json_for(model: type[BaseModel], raw: bytes) -> Any:
+    # A RootModel body (e.g. a JSON array) takes any JSON value; other models take an object.
+    if issubclass(model, RootModel):
+        return parse_json_value(raw)
+    return parse_json_object(raw)
+
+
+def parse_json_value(raw: bytes) -> Any:
+    """Any JSON value; an empty body is a validation error (nothing to validate)."""
+    if not raw.strip():
+        raise validation_error([{"loc": ["body"], "msg": "Field required", "type": "missing"}])
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise AppError(
+            ErrorCode.INVALID_JSON, f"Malformed JSON body: {exc.msg}", status=422
+        ) from exc
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
@@ -260,6 +352,7 @@ class ApiRouter:
         str_params: Sequence[str] = (),
         max_body_bytes: int | None = None,
         errors: Sequence[int] = (),
+        multipart: bool = False,
     ) -> Callable[[Handler], Handler]:
         classes = (auth,) if isinstance(auth, str) else tuple(auth)
 
@@ -284,6 +377,7 @@ class ApiRouter:
                         str_params=tuple(str_params),
                         max_body_bytes=max_body_bytes,
                         errors=tuple(errors),
+                        multipart=multipart,
                     )
                 )
             return handler
