@@ -17,20 +17,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
-from anyio import to_thread
+from anyio import from_thread, to_thread
+from sqlalchemy.orm import Session
 
 from server.ai.cancel import CancelToken
 from server.ai.llm import LlmGateway
 from server.ai.llm_errors import LlmError, NoKeyAvailable
 from server.ai.offline import offline_answer
 from server.ai.prompts import PromptLimits, Turn, build_messages
-from server.ai.retrieval import Embedder, Snippet, retrieve
+from server.ai.retrieval import Embedder, Snippet, record_snippet_usage, retrieve
 from server.errors import not_found
 from server.store import assistants as assistant_store
 from server.store import billing as billing_store
+from server.store.assistants import AssistantRecord
 from server.store.billing import Charge
 from server.store.db import Database
 
@@ -102,23 +105,21 @@ class AnswerEngine:
     # -- the blocking half ---------------------------------------------------------------
 
     def prepare(self, request: AnswerRequest, *, embedder: Embedder | None = None) -> PreparedAnswer:
-        """One write transaction: a refused charge (402) also undoes the usage counters."""
+        """Blocking. The write transaction is short: a refused charge (402) also undoes the
+        usage counters, and no network call (embeddings) ever runs while it holds the lock."""
         profile = request.channel
+        embedder = embedder or self._embedder(request)
+        snippets = None
+        if embedder is not None:
+            with self._db.read() as session:
+                self._assistant(session, request)
+                snippets = self._retrieve(session, request, embedder, track_usage=False)
         with self._db.write() as session:
-            assistant = None
-            if request.assistant_id is not None:
-                assistant = assistant_store.get_assistant(session, request.assistant_id)
-                if assistant is None or assistant.user_id != request.owner_id:
-                    raise not_found("Assistant not found")
-            snippets = retrieve(
-                session,
-                owner_id=request.owner_id,
-                assistant_id=request.assistant_id,
-                question=request.question,
-                top_k=profile.top_k,
-                token_budget=profile.knowledge_tokens,
-                embedder=embedder,
-            )
+            assistant = self._assistant(session, request)
+            if snippets is None:
+                snippets = self._retrieve(session, request, None, track_usage=True)
+            else:
+                record_snippet_usage(session, request.owner_id, snippets)
             offline_text = None
             if not self.gateway.pool.has_any_key_in(session):
                 fallback = assistant.fallback_text if assistant else None
@@ -145,6 +146,45 @@ class AnswerEngine:
             offline_text=offline_text,
             charge=charge,
         )
+
+    @staticmethod
+    def _assistant(session: Session, request: AnswerRequest) -> AssistantRecord | None:
+        if request.assistant_id is None:
+            return None
+        assistant = assistant_store.get_assistant(session, request.assistant_id)
+        if assistant is None or assistant.user_id != request.owner_id:
+            raise not_found("Assistant not found")
+        return assistant
+
+    @staticmethod
+    def _retrieve(session: Session, request: AnswerRequest, embedder: Embedder | None,
+                  *, track_usage: bool) -> list[Snippet]:
+        return retrieve(
+            session,
+            owner_id=request.owner_id,
+            assistant_id=request.assistant_id,
+            question=request.question,
+            top_k=request.channel.top_k,
+            token_budget=request.channel.knowledge_tokens,
+            embedder=embedder,
+            track_usage=track_usage,
+        )
+
+    def _embedder(self, request: AnswerRequest) -> Embedder | None:
+        """Embedding re-ranking when EMBEDDINGS_MODEL is set. It calls the async gateway
+        from the worker thread `prepare_async` runs in; elsewhere (no event loop to borrow)
+        retrieval keeps the lexical order."""
+        if not self.gateway.settings.embeddings_model:
+            return None
+
+        def embed(texts: Sequence[str]) -> list[list[float]]:
+            call = functools.partial(
+                self.gateway.embed, list(texts),
+                user_id=request.owner_id, assistant_id=request.assistant_id,
+            )
+            return from_thread.run(call)
+
+        return embed
 
     # -- the async half -------------------------------------------------------------------
 

@@ -78,19 +78,26 @@ def retrieve(
     )
     chosen.sort(key=lambda hit: rank[hit.id])
     snippets = pack([_snippet(hit) for hit in chosen], token_budget)
-    if track_usage and snippets:
-        knowledge_store.record_usage(
-            session,
-            owner_id,
-            knowledge_ids=[s.knowledge_id for s in snippets if s.knowledge_id is not None],
-            doc_ids=[
-                s.doc_id
-                for s in snippets
-                if s.doc_id is not None and s.knowledge_id is None and s.qa_id is None
-            ],
-            qa_ids=[s.qa_id for s in snippets if s.qa_id is not None],
-        )
+    if track_usage:
+        record_snippet_usage(session, owner_id, snippets)
     return snippets
+
+
+def record_snippet_usage(session: Session, owner_id: int, snippets: Sequence[Snippet]) -> None:
+    """Count a use of the knowledge behind each snippet (spec §9.5's side effect)."""
+    if not snippets:
+        return
+    knowledge_store.record_usage(
+        session,
+        owner_id,
+        knowledge_ids=[s.knowledge_id for s in snippets if s.knowledge_id is not None],
+        doc_ids=[
+            s.doc_id
+            for s in snippets
+            if s.doc_id is not None and s.knowledge_id is None and s.qa_id is None
+        ],
+        qa_ids=[s.qa_id for s in snippets if s.qa_id is not None],
+    )
 
 
 def _scoped_search(

@@ -157,3 +157,29 @@ def test_another_tenants_assistant_is_not_found(services: Services, tenant: Tena
     with pytest.raises(AppError) as refused:
         engine.prepare(request)
     assert refused.value.status == 404
+
+
+def test_embeddings_model_reranks_through_the_embeddings_endpoint(
+    services: Services, tenant: Tenant, fake_openai: FakeOpenAI  # noqa: F811
+) -> None:
+    extra = "Delivery to Munich is free of charge for orders above 50 euros."
+    with services.db.write() as session:
+        entry = UserKnowledge(user_id=tenant.owner.id, assistant_id=tenant.assistant_id,
+                              content=extra)
+        session.add(entry)
+        session.flush()
+        index_text(session, owner_id=tenant.owner.id, text=extra,
+                   assistant_id=tenant.assistant_id, knowledge_id=entry.id)
+    engine, _ = _engine(services, openai_api_key="sk-engine", embeddings_model="emb-small",
+                        openai_base_url=fake_openai.base_url)
+    fake_openai.enqueue(reply("(embeddings)"), reply("Three days."))  # one-shots, in order
+    deltas, outcome = anyio.run(_run, engine, _request(tenant))
+    assert outcome.status == "completed" and "".join(deltas) == "Three days."
+    paths = [request.path for request in fake_openai.requests]
+    assert paths[0].endswith("/embeddings") and paths[-1].endswith("/chat/completions")
+    assert fake_openai.requests[0].model == "emb-small"
+    chat = fake_openai.requests[-1]
+    assert any("three working days" in m["content"] for m in chat.messages if m["role"] == "system")
+    with services.db.read() as session:
+        used = session.execute(select(UserKnowledge.usage_count)).scalars().all()
+    assert sorted(used) == [1, 1]
