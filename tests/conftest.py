@@ -68,11 +68,24 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+RESTART_SEQUENCES = text(
+    "SELECT setval(c.oid, 1, false) FROM pg_class c"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind = 'S' AND n.nspname = current_schema()"
+)
+
+
 def _truncate_postgres(url: str) -> None:
+    """Empty every table and restart the ids at 1, as TRUNCATE ... RESTART IDENTITY would.
+
+    Row-by-row DELETE (children first) is several times faster than TRUNCATE on these tiny
+    tables: TRUNCATE creates new relation files and syncs them, ~0.3 s per test here.
+    """
     engine = create_engine(url)
-    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
     with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+        connection.execute(RESTART_SEQUENCES)
     engine.dispose()
 
 
