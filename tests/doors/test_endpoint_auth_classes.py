@@ -21,10 +21,32 @@ from starlette.testclient import TestClient
 from server.store.users import UserRecord
 
 ENDPOINTS_TSV = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "endpoints.tsv"
-CHECKED_MODULES = frozenset({"auth", "email", "users", "users+admin", "assistants", "documents"})
+CHECKED_MODULES = frozenset(
+    {"auth", "email", "users", "users+admin", "assistants", "documents", "ai_chat", "admin"}
+)
+# The admin rows that the foundation (2) and AI-engine (3) issues do not cover.
+LATER_ADMIN = "admin analytics, settings, bots and integration tokens come with a later issue"
 # Rows of checked modules that a later issue serves, with the reason they are not checked yet.
 NOT_YET_SERVED = {
     ("GET", "/api/assistants/{assistant_id}/dialogs"): "dialogs come with the real-time issue (4)",
+    ("GET", "/api/admin/advanced-analytics"): LATER_ADMIN,
+    ("GET", "/api/admin/bots-monitoring"): LATER_ADMIN,
+    ("GET", "/api/admin/bots-monitoring/stats"): LATER_ADMIN,
+    ("POST", "/api/admin/bots/{bot_id}/action"): LATER_ADMIN,
+    ("GET", "/api/admin/embed-codes"): LATER_ADMIN,
+    ("GET", "/api/admin/realtime-stats"): LATER_ADMIN,
+    ("GET", "/api/admin/settings"): LATER_ADMIN,
+    ("POST", "/api/admin/settings/bulk-update"): LATER_ADMIN,
+    ("GET", "/api/admin/settings/categories"): LATER_ADMIN,
+    ("POST", "/api/admin/settings/test"): LATER_ADMIN,
+    ("DELETE", "/api/admin/settings/{category}/{key}"): LATER_ADMIN,
+    ("POST", "/api/admin/settings/{category}/{key}"): LATER_ADMIN,
+    ("PUT", "/api/admin/settings/{category}/{key}"): LATER_ADMIN,
+    ("GET", "/api/admin/system-stats"): LATER_ADMIN,
+    ("GET", "/api/admin/tokens"): LATER_ADMIN,
+    ("POST", "/api/admin/tokens"): LATER_ADMIN,
+    ("DELETE", "/api/admin/tokens/{token_id}"): LATER_ADMIN,
+    ("GET", "/api/admin/users"): LATER_ADMIN,
 }
 WRONG_SERVICE_TOKEN = "not-the-service-token"
 
