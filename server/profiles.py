@@ -12,9 +12,9 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 
+from server.accounts import check_email
 from server.context import Services
 from server.errors import AppError, ErrorCode
 from server.ratelimit import USER_NAMESPACES, RateLimiter
@@ -46,12 +46,11 @@ def field_error(field: str, message: str) -> AppError:
 
 
 def normalise_email(raw: str) -> str | None:
-    """The lower-cased address, or None when it is not a well-formed e-mail address."""
+    """The stored form of an address (register's rules), or None when it is not one."""
     try:
-        checked = validate_email(raw.strip(), check_deliverability=False)
-    except EmailNotValidError:
+        return check_email(raw)
+    except AppError:
         return None
-    return checked.normalized.lower()
 
 
 def check_first_name(raw: str) -> str:
