@@ -10,8 +10,10 @@ starts the fake OpenAI-compatible server on 127.0.0.1 and times, per answer:
 - `prepare`   — assistant lookup, retrieval, prompt assembly, the balance debit + ledger row;
 - `stream`    — key pick + reservation, the HTTP round trip to the fake, the usage row;
 - `answer`    — both, i.e. everything the engine does for one answer;
-- `llm only`  — the same streamed call straight through the gateway, no engine (baseline);
-- `overhead`  — answer minus the median `llm only` round trip.
+- `llm only`  — the same streamed request sent with the bare `openai` SDK: no engine, no key
+                pool, no bookkeeping — just the model's round trip (the baseline);
+- `overhead`  — answer minus the median `llm only`: what the engine itself costs per answer
+                (retrieval, prompt, debit, key pick and reservation, usage row).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from bench.retrieve_10k import seed  # noqa: E402
 from fakes.openai_server import FakeOpenAI, reply  # noqa: E402
+from openai import AsyncOpenAI  # noqa: E402
 from server.ai.engine import WIDGET, AnswerEngine, AnswerOutcome, AnswerRequest  # noqa: E402
 from server.ai.llm import LlmGateway  # noqa: E402
 from server.config import Settings  # noqa: E402
@@ -49,7 +52,7 @@ def fund(database: Database, owner_id: int, answers: int) -> None:
         billing_store.apply_delta(session, owner_id, Decimal(answers * 10))
 
 
-async def measure(engine: AnswerEngine, gateway: LlmGateway, owner_id: int, assistant_id: int,
+async def measure(engine: AnswerEngine, bare: AsyncOpenAI, owner_id: int, assistant_id: int,
                   questions: list[str], answers: int) -> dict[str, list[float]]:
     timings: dict[str, list[float]] = {"prepare": [], "stream": [], "answer": [], "llm only": []}
     for n in range(answers):
@@ -67,9 +70,12 @@ async def measure(engine: AnswerEngine, gateway: LlmGateway, owner_id: int, assi
         timings["stream"].append((finished - prepared_at) * 1000)
         timings["answer"].append((finished - started) * 1000)
         baseline_started = time.perf_counter()
-        async with gateway.stream_chat(prepared.messages, model=prepared.model) as stream:
-            async for _delta in stream:
-                pass
+        stream = await bare.chat.completions.create(
+            model=prepared.model, messages=list(prepared.messages), stream=True,
+            stream_options={"include_usage": True},
+        )
+        async for _chunk in stream:
+            pass
         timings["llm only"].append((time.perf_counter() - baseline_started) * 1000)
     return timings
 
@@ -96,13 +102,15 @@ def main() -> None:
         engine = AnswerEngine(database, gateway)
 
         async def run() -> dict[str, list[float]]:
+            bare = AsyncOpenAI(api_key="sk-bench", base_url=fake.base_url, max_retries=0)
             try:
                 # Warm-up: connection pools, statement caches.
-                await measure(engine, gateway, owner_id, assistant_id, questions, 10)
-                return await measure(engine, gateway, owner_id, assistant_id, questions,
+                await measure(engine, bare, owner_id, assistant_id, questions, 10)
+                return await measure(engine, bare, owner_id, assistant_id, questions,
                                      args.answers)
             finally:
                 await gateway.aclose()
+                await bare.close()
 
         timings = asyncio.run(run())
         database.dispose()
