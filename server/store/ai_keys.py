@@ -209,11 +209,11 @@ def delete_key(session: Session, key_id: int) -> bool:
     return _rowcount(result) > 0
 
 
+_ANY_ACTIVE = select(AiTokenPool.id).where(AiTokenPool.is_active.is_(True)).limit(1)
+
+
 def has_active_key(session: Session) -> bool:
-    found = session.execute(
-        select(AiTokenPool.id).where(AiTokenPool.is_active.is_(True)).limit(1)
-    ).first()
-    return found is not None
+    return session.execute(_ANY_ACTIVE).first() is not None
 
 
 # --- what the LLM layer uses (hot path: Core statements built once, bound per call) -------------

@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from server.store.knowledge_search import ChunkHit, search_chunks
@@ -215,6 +215,28 @@ def index_qa(session: Session, qa_id: int) -> int:
     )
 
 
+def _usage_update(table: Any, by_doc: bool) -> Any:
+    columns = table.c
+    hit = columns.id.in_(bindparam("ids", expanding=True))
+    if by_doc:
+        hit = hit | columns.doc_id.in_(bindparam("doc_ids", expanding=True))
+    return (
+        update(table)
+        .where((columns.user_id == bindparam("owner_id")) & hit)
+        # updated_at named explicitly, or the column's onupdate would stamp it: use is no edit.
+        .values(
+            usage_count=columns.usage_count + 1,
+            last_used=bindparam("now"),
+            updated_at=columns.updated_at,
+        )
+    )
+
+
+# Prebuilt once (Core, not the ORM): this runs inside every AI answer's transaction.
+_KNOWLEDGE_USED = _usage_update(UserKnowledge.__table__, by_doc=True)
+_QA_USED = _usage_update(QaKnowledge.__table__, by_doc=False)
+
+
 def record_usage(
     session: Session,
     owner_id: int,
@@ -232,26 +254,9 @@ def record_usage(
     knowledge = sorted(set(knowledge_ids))
     docs = sorted(set(doc_ids))
     if knowledge or docs:
-        hit = UserKnowledge.id.in_(knowledge) | UserKnowledge.doc_id.in_(docs)
         session.execute(
-            update(UserKnowledge)
-            .where((UserKnowledge.user_id == owner_id) & hit)
-            .values(
-                usage_count=UserKnowledge.usage_count + 1,
-                last_used=now,
-                updated_at=UserKnowledge.updated_at,
-            )
-            .execution_options(synchronize_session=False)
+            _KNOWLEDGE_USED, {"owner_id": owner_id, "ids": knowledge, "doc_ids": docs, "now": now}
         )
     pairs = sorted(set(qa_ids))
     if pairs:
-        session.execute(
-            update(QaKnowledge)
-            .where((QaKnowledge.user_id == owner_id) & QaKnowledge.id.in_(pairs))
-            .values(
-                usage_count=QaKnowledge.usage_count + 1,
-                last_used=now,
-                updated_at=QaKnowledge.updated_at,
-            )
-            .execution_options(synchronize_session=False)
-        )
+        session.execute(_QA_USED, {"owner_id": owner_id, "ids": pairs, "now": now})
