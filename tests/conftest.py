@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
+from credentials import DEFAULT_PASSWORD, SERVICE_TOKEN
 from server.app import create_app
 from server.config import Settings
 from server.context import Services, build_services
@@ -27,8 +28,6 @@ from server.store.db import Database, normalise_url
 from server.store.models import Base
 from server.store.users import UserRecord
 
-SERVICE_TOKEN = "test-service-token-0123456789"
-DEFAULT_PASSWORD = "Sturdy-pass-42"
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 from tenant_data import Headers, MakeUser, add_tenant_data, audit_actions, count, stored
 
-from conftest import DEFAULT_PASSWORD
+from credentials import DEFAULT_PASSWORD
 from server.context import Services
 from server.store.models import AuditLog, OpenAIToken, TelegramToken, UserBalance
 from server.store.users import UserRecord

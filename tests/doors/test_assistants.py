@@ -19,7 +19,7 @@ from assistant_data import (
 )
 from starlette.testclient import TestClient
 
-from conftest import SERVICE_TOKEN
+from credentials import SERVICE_TOKEN
 from server.assistant_rules import AI_MODELS
 from server.context import Services
 from server.ai.prompts import DEFAULT_SYSTEM_PROMPT as DEFAULT_SUPPORT_PROMPT

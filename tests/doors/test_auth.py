@@ -12,7 +12,7 @@ from fakes.outbox import code_in, latest_mail, mails
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from conftest import DEFAULT_PASSWORD
+from credentials import DEFAULT_PASSWORD
 from server.context import Services
 from server.security import ACCESS, REFRESH, PasswordHasher, TokenService, keyed_hash
 from server.store import users as user_store

@@ -11,7 +11,7 @@ from fakes.outbox import latest_mail, mails, reset_token
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from conftest import DEFAULT_PASSWORD
+from credentials import DEFAULT_PASSWORD
 from server.context import Services
 from server.security import sha256_hex
 from server.store import users as user_store

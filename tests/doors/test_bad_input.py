@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 from starlette.testclient import TestClient
 
-from conftest import SERVICE_TOKEN
+from credentials import SERVICE_TOKEN
 from server.app import all_endpoints
 from server.http.routing import MAX_DB_ID, PATH_PARAM, Endpoint
 from server.store.users import UserRecord

@@ -11,7 +11,7 @@ from fakes.outbox import confirmation_code, latest_mail, mails
 from fakes.smtp import SmtpSink, free_port, running_smtp_sink
 from starlette.testclient import TestClient
 
-from conftest import DEFAULT_PASSWORD, SERVICE_TOKEN
+from credentials import DEFAULT_PASSWORD, SERVICE_TOKEN
 from server.context import Services
 from server.store import users as user_store
 from server.store.types import utcnow

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from assistant_data import create_assistant
-from conftest import SERVICE_TOKEN
+from credentials import SERVICE_TOKEN
 from document_data import count_rows, fund, knowledge_version, search, upload
 from starlette.testclient import TestClient
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from conftest import SERVICE_TOKEN
+from credentials import SERVICE_TOKEN
 from server.context import Services
 from server.landing_chat import CANNED_DEFAULT
 from server.store.models import Dialog, DialogMessage

@@ -21,7 +21,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from starlette.testclient import TestClient
 
-from conftest import SERVICE_TOKEN
+from credentials import SERVICE_TOKEN
 from server.context import Services
 from server.security import ACCESS
 from server.store import users as user_store

@@ -14,7 +14,7 @@ from fakes.outbox import code_in, mails
 from fakes.smtp import SmtpSink, running_smtp_sink
 from starlette.testclient import TestClient
 
-from conftest import DEFAULT_PASSWORD
+from credentials import DEFAULT_PASSWORD
 from server.context import Services
 from server.mail import SENT
 
