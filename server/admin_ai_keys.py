@@ -1,13 +1,16 @@
-"""The admin's AI key pool actions (spec §4.7 `ai-tokens`): keys are never handed back."""
+"""The admin's AI key actions (spec §4.7): the pool (`ai-tokens`, whose keys are never handed
+back), its health reset, and the legacy per-user OpenAI key (`openai-token`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from server.errors import not_found
-from server.store import ai_keys, ai_usage
+from server.store import ai_keys, ai_usage, legacy_tokens
+from server.store import users as user_store
 from server.store.ai_keys import AiKeyRecord
 from server.store.db import Database
+from server.store.legacy_tokens import LegacyToken
 from server.store.types import iso
 
 
@@ -75,3 +78,28 @@ def key_usage(db: Database, key_id: int) -> list[dict[str, Any]]:
             }
             for day in ai_usage.usage_by_day(session, key_id)
         ]
+
+
+def do_reset_key_health(db: Database) -> int:
+    with db.write() as session:
+        return ai_keys.reset_key_health(session)
+
+
+def _render_legacy(token: LegacyToken) -> dict[str, Any]:
+    return {"id": token.id, "user_id": token.user_id, "token": token.token,
+            "created_at": iso(token.created_at)}
+
+
+def legacy_openai_token(db: Database, user_id: int) -> dict[str, Any]:
+    with db.read() as session:
+        token = legacy_tokens.get_openai_token(session, user_id)
+    if token is None:
+        raise not_found("OpenAI token not set")
+    return _render_legacy(token)
+
+
+def do_set_legacy_openai_token(db: Database, user_id: int, value: str) -> dict[str, Any]:
+    with db.write() as session:
+        if user_store.get_user(session, user_id) is None:
+            raise not_found("User not found")
+        return _render_legacy(legacy_tokens.set_openai_token(session, user_id, value))

@@ -10,13 +10,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from server import admin_ai_keys
 from server.billing import do_topup
-from server.context import Services
-from server.errors import not_found
 from server.http.routing import ApiRouter, Call
 from server.http.schemas import Strict
-from server.store import legacy_tokens
-from server.store import users as user_store
-from server.store.types import iso
 
 router = ApiRouter("admin")
 
@@ -81,30 +76,12 @@ async def topup(call: Call) -> dict[str, Any]:
     )
 
 
-def _openai_token(services: Services, user_id: int) -> dict[str, Any]:
-    with services.db.read() as session:
-        token = legacy_tokens.get_openai_token(session, user_id)
-    if token is None:
-        raise not_found("OpenAI token not set")
-    return {"id": token.id, "user_id": token.user_id, "token": token.token,
-            "created_at": iso(token.created_at)}
-
-
-def _set_openai_token(services: Services, user_id: int, value: str) -> dict[str, Any]:
-    with services.db.write() as session:
-        if user_store.get_user(session, user_id) is None:
-            raise not_found("User not found")
-        token = legacy_tokens.set_openai_token(session, user_id, value)
-    return {"id": token.id, "user_id": token.user_id, "token": token.token,
-            "created_at": iso(token.created_at)}
-
-
 @router.route(
     "GET", "/api/admin/openai-token/{user_id}", auth="admin", response=OpenAITokenOut,
     summary="Legacy per-user OpenAI key",
 )
 async def get_openai_token(call: Call) -> dict[str, Any]:
-    return await call.run(_openai_token, call.services, call.path["user_id"])
+    return await call.run(admin_ai_keys.legacy_openai_token, call.services.db, call.path["user_id"])
 
 
 @router.route(
@@ -112,7 +89,10 @@ async def get_openai_token(call: Call) -> dict[str, Any]:
     response=OpenAITokenOut, summary="Set the legacy per-user OpenAI key",
 )
 async def set_openai_token(call: Call) -> dict[str, Any]:
-    return await call.run(_set_openai_token, call.services, call.path["user_id"], call.body.token)
+    return await call.run(
+        admin_ai_keys.do_set_legacy_openai_token, call.services.db, call.path["user_id"],
+        call.body.token,
+    )
 
 
 # --- the AI key pool -------------------------------------------------------------------------

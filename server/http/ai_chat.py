@@ -6,15 +6,14 @@ import datetime as dt
 import re
 from typing import Any
 
-from anyio import to_thread
 from pydantic import BaseModel, Field
 
+from server.admin_ai_keys import do_reset_key_health
 from server.errors import not_found
 from server.http.routing import ApiRouter, Call
 from server.http.schemas import Strict
 from server.landing_chat import answer_landing_chat
 from server.landing_sessions import LandingSession
-from server.store import ai_keys
 from server.store.types import iso
 
 router = ApiRouter("ai_chat")
@@ -136,11 +135,7 @@ async def debug(call: Call) -> dict[str, Any]:
 @router.route("POST", "/api/ai/reload-config", auth=OPS_AUTH,
               summary="Reset the AI providers' health (rested keys, error counters)")
 async def reload_config(call: Call) -> dict[str, Any]:
-    def reset() -> int:
-        with call.services.db.write() as session:
-            return ai_keys.reset_key_health(session)
-
-    await to_thread.run_sync(reset)
+    await call.run(do_reset_key_health, call.services.db)
     has_key, status = await _provider_status(call)
     key = call.services.settings.openai_api_key or ""
     return {
