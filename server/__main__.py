@@ -16,6 +16,12 @@ log = logging.getLogger("server")
 
 
 def _serve(_args: argparse.Namespace) -> int:
+    from server.actors.runtime import opt_out_of_futex_hash
+
+    # Before any thread exists (DESIGN.md §4): many idle actor threads otherwise slow every
+    # wake-up in the process on kernels with a per-process futex hash.
+    opt_out_of_futex_hash()
+
     import uvicorn
 
     from server.app import create_app

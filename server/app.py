@@ -18,20 +18,47 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.actors.runtime import freeze_gc
 from server.billing import seed_prices
 from server.config import Settings, load_settings
 from server.context import Services, build_services
-from server.http import admin, ai_chat, assistants, auth, documents, email, system, users
+from server.http import (
+    admin,
+    ai_chat,
+    assistants,
+    auth,
+    dialogs,
+    documents,
+    email,
+    handoff,
+    messages,
+    operator,
+    site,
+    system,
+    users,
+)
 from server.http.errors import EXCEPTION_HANDLERS
-from server.http.routing import Endpoint
+from server.http.routing import ApiRouter, Endpoint
+from server.live import LiveSystem
+from server.ws.routes import routes as ws_routes
 
 log = logging.getLogger(__name__)
 
-DOOR_MODULES = (auth, email, users, admin, assistants, documents, ai_chat, system)
+DOOR_MODULES = (
+    auth, email, users, admin, assistants, documents, ai_chat, operator, handoff, messages, system,
+    dialogs, site,
+)
 
 
 def all_endpoints() -> list[Endpoint]:
-    return [endpoint for module in DOOR_MODULES for endpoint in module.router.endpoints]
+    """Every endpoint of every door module (a module may hold several spec modules' routers)."""
+    return [
+        endpoint
+        for module in DOOR_MODULES
+        for router in vars(module).values()
+        if isinstance(router, ApiRouter)
+        for endpoint in router.endpoints
+    ]
 
 
 class MetricsMiddleware:
@@ -74,10 +101,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if services.settings.auto_migrate:
             await to_thread.run_sync(services.db.migrate)
         await to_thread.run_sync(seed_prices, services.db)
+        services.live = await LiveSystem.start(services)
         try:
             async with anyio.create_task_group() as background:
                 background.start_soon(services.mailer.run, name="mail-dispatcher")
                 log.info("server started", extra={"database": services.db.engine.dialect.name})
+                freeze_gc()  # start-up garbage is permanent: keep it out of later collections
                 try:
                     yield
                 finally:
@@ -85,11 +114,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                     # task.cancel() does not), so no session outlives the pool disposed below.
                     background.cancel_scope.cancel()
         finally:
+            live, services.live = services.live, None
+            await live.stop()
             await services.aclose()
             services.db.dispose()
 
     app = Starlette(
-        routes=[endpoint.starlette_route() for endpoint in endpoints] + system.extra_routes(),
+        routes=[endpoint.starlette_route() for endpoint in endpoints]
+        + system.extra_routes()
+        + ws_routes(),
         middleware=[Middleware(MetricsMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

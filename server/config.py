@@ -38,6 +38,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if not value > 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
 def _list(raw: str | None) -> tuple[str, ...]:
     if not raw:
         return ()
@@ -71,6 +84,18 @@ class Settings:
     allow_private_fetch: bool = False
     dialog_idle_timeout_secs: int = 120
     max_live_dialog_actors: int = 2000
+    operator_offline_threshold_seconds: int = 90
+    operator_heartbeat_interval_seconds: int = 30
+    handoff_email_cooldown_minutes: int = 10
+    handoff_sla_web_minutes: int = 5
+    handoff_sla_telegram_minutes: int = 3
+    handoff_request_ttl_minutes: int = 10
+    handoff_sweep_interval_secs: float = 30.0
+    actor_ask_timeout_secs: float = 10.0
+    answer_timeout_secs: float = 120.0
+    ws_max_connections_per_dialog: int = 50
+    ws_max_connections: int = 1000
+    ws_outbound_queue: int = 256
     log_level: str = "INFO"
     log_format: str = "json"
     auto_migrate: bool = True
@@ -126,6 +151,22 @@ class Settings:
             allow_private_fetch=_flag(env.get("ALLOW_PRIVATE_FETCH"), False),
             dialog_idle_timeout_secs=_int(env, "DIALOG_IDLE_TIMEOUT_SECS", 120),
             max_live_dialog_actors=_int(env, "MAX_LIVE_DIALOG_ACTORS", 2000),
+            operator_offline_threshold_seconds=_int(
+                env, "OPERATOR_OFFLINE_THRESHOLD_SECONDS", 90
+            ),
+            operator_heartbeat_interval_seconds=_int(
+                env, "OPERATOR_HEARTBEAT_INTERVAL_SECONDS", 30
+            ),
+            handoff_email_cooldown_minutes=_int(env, "HANDOFF_EMAIL_COOLDOWN_MINUTES", 10),
+            handoff_sla_web_minutes=_int(env, "HANDOFF_SLA_WEB_MINUTES", 5),
+            handoff_sla_telegram_minutes=_int(env, "HANDOFF_SLA_TELEGRAM_MINUTES", 3),
+            handoff_request_ttl_minutes=_int(env, "HANDOFF_REQUEST_TTL_MINUTES", 10),
+            handoff_sweep_interval_secs=_float(env, "HANDOFF_SWEEP_INTERVAL_SECS", 30.0),
+            actor_ask_timeout_secs=_float(env, "ACTOR_ASK_TIMEOUT_SECS", 10.0),
+            answer_timeout_secs=_float(env, "ANSWER_TIMEOUT_SECS", 120.0),
+            ws_max_connections_per_dialog=_int(env, "WS_MAX_CONNECTIONS_PER_DIALOG", 50),
+            ws_max_connections=_int(env, "WS_MAX_CONNECTIONS", 1000),
+            ws_outbound_queue=_int(env, "WS_OUTBOUND_QUEUE", 256),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             log_format=(env.get("LOG_FORMAT") or "json").lower(),
             auto_migrate=_flag(env.get("AUTO_MIGRATE"), is_sqlite),

@@ -7,6 +7,7 @@ reach them through `request.app.state.services`.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from server.ai.engine import AnswerEngine
 from server.ai.llm import LlmGateway
@@ -17,6 +18,9 @@ from server.metrics import Metrics
 from server.ratelimit import RateLimiter, parse_overrides
 from server.security import PasswordHasher, SiteTokens, TokenService
 from server.store.db import Database
+
+if TYPE_CHECKING:
+    from server.live import LiveSystem
 
 
 @dataclasses.dataclass(slots=True)
@@ -32,6 +36,17 @@ class Services:
     llm: LlmGateway
     engine: AnswerEngine
     landing_sessions: SessionStore
+    # The actors, the store writer and the event bus: they need the running loop, so the
+    # lifespan starts them (None before start-up and after shutdown).
+    live: LiveSystem | None = None
+
+    @property
+    def live_system(self) -> LiveSystem:
+        if self.live is None:
+            from server.errors import AppError, ErrorCode
+
+            raise AppError(ErrorCode.SERVICE_UNAVAILABLE, "Live chat is not running", status=503)
+        return self.live
 
     async def aclose(self) -> None:
         """Release what the event loop holds (HTTP pools, Redis connections)."""

@@ -52,6 +52,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("refresh_token", 60, 300),
     Rule("test_send", 10, 3600),
     Rule("landing_chat", 30, 60),
+    Rule("handoff_request", 3, 60),  # per dialog: transitions to `requested` (spec §4.9)
+    Rule("visitor_message", 60, 60),  # per dialog, REST posts of site/widget visitors
 )
 
 # Namespaces `GET /api/me/rate-limits` reports for a user identifier.

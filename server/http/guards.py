@@ -1,5 +1,7 @@
 """Who is calling: the auth classes of spec §2 (`none`, `user`, `admin`, `site`, `service`).
 
+`widget` is the token-less variant of `site` (`assistant_id` + `guest_id`, spec §2.3).
+
 A route names the classes it accepts; `authenticate()` tries them in order and returns a
 `Caller`, or raises the refusal of the first class that applies (401 without a credential,
 403 for a valid user without the role).
@@ -15,13 +17,15 @@ from starlette.requests import Request
 
 from server.context import Services
 from server.errors import AppError, ErrorCode
-from server.security import ACCESS, TokenClaims, constant_time_equal, sha256_hex
+from server.security import ACCESS, SiteClaims, TokenClaims, constant_time_equal, sha256_hex
 from server.store import assistants as assistant_store
 from server.store import users as user_store
+from server.store.assistants import AssistantRecord
 from server.store.users import UserRecord
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 MAX_GUEST_ID_LENGTH = 128
+MAX_WIDGET_ASSISTANT_ID = 2**31 - 1  # the database's integer range (as routing.MAX_DB_ID)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,34 +94,98 @@ def check_service_token(services: Services, presented: str | None) -> None:
         raise AppError(ErrorCode.INVALID_SERVICE_TOKEN, "Invalid or missing X-Service-Token")
 
 
+def _decode_site_token(services: Services, site_token: str | None) -> SiteClaims:
+    if not site_token:
+        raise AppError(ErrorCode.INVALID_SITE_TOKEN, "Invalid site_token")
+    return services.site_tokens.decode(site_token)
+
+
+def _check_site_claims(services: Services, claims: SiteClaims) -> None:
+    """Owner active; the token's assistant of the owner, active, at its current version."""
+    with services.db.read() as session:
+        owner = user_store.get_user(session, claims.user_id)
+        if owner is None or owner.status != "active":
+            raise AppError(ErrorCode.INVALID_SITE_TOKEN, "Invalid site_token")
+        if claims.assistant_id is None:
+            return
+        assistant = assistant_store.get_assistant(session, claims.assistant_id)
+        if assistant is None or assistant.user_id != owner.id or not assistant.is_active:
+            raise AppError(ErrorCode.INVALID_SITE_TOKEN, "Invalid site_token")
+        if claims.widget_version is not None and (
+            claims.widget_version != assistant.widget_version
+            or claims.domains_hash != sha256_hex(assistant.allowed_domains)
+        ):
+            raise AppError(ErrorCode.INVALID_SITE_TOKEN, "Site token has been revoked")
+
+
+def _check_guest(guest_id: str | None) -> str:
+    # A NUL cannot be stored or compared by PostgreSQL: refuse it here, not with a 500 later.
+    if not guest_id or len(guest_id) > MAX_GUEST_ID_LENGTH or "\x00" in guest_id:
+        raise AppError(ErrorCode.VALIDATION_ERROR, "guest_id is required (at most 128 chars)",
+                       status=422)
+    return guest_id
+
+
+async def resolve_site_token(services: Services, site_token: str | None) -> SiteClaims:
+    """The token checks of `resolve_site` without a visitor (the chat page learns its guest
+    id only in the browser)."""
+    claims = _decode_site_token(services, site_token)
+    await to_thread.run_sync(_check_site_claims, services, claims)
+    return claims
+
+
 async def resolve_site(services: Services, site_token: str | None, guest_id: str | None,
                        origin_domain: str | None = None) -> SiteCaller:
     """Spec §2.3: token → owner active → assistant of the owner, active, current version."""
-    if not site_token:
-        raise AppError(ErrorCode.INVALID_SITE_TOKEN, "Invalid site_token")
-    claims = services.site_tokens.decode(site_token)
-    if not guest_id or len(guest_id) > MAX_GUEST_ID_LENGTH:
-        raise AppError(ErrorCode.VALIDATION_ERROR, "guest_id is required (at most 128 chars)",
+    claims = _decode_site_token(services, site_token)
+    guest = _check_guest(guest_id)
+    await to_thread.run_sync(_check_site_claims, services, claims)
+    return SiteCaller(owner_id=claims.user_id, assistant_id=claims.assistant_id, guest_id=guest)
+
+
+async def resolve_widget(services: Services, assistant_id: str | int | None,
+                         guest_id: str | None) -> SiteCaller:
+    """Spec §2.3 widget variant: `assistant_id` + `guest_id`, no token."""
+    number = _widget_assistant_id(assistant_id)
+    guest = _check_guest(guest_id)
+    assistant = await to_thread.run_sync(_widget_assistant, services, number)
+    return SiteCaller(owner_id=assistant.user_id, assistant_id=assistant.id, guest_id=guest)
+
+
+async def resolve_widget_assistant(services: Services, assistant_id: str | int | None
+                                   ) -> AssistantRecord:
+    """The assistant a token-less widget may talk to (see `_widget_assistant`)."""
+    number = _widget_assistant_id(assistant_id)
+    return await to_thread.run_sync(_widget_assistant, services, number)
+
+
+def _widget_assistant(services: Services, assistant_id: int) -> AssistantRecord:
+    """The owner opted in: the assistant is active with the website integration on, and its
+    owner is active; otherwise, or when unknown, it is "not found" (spec §4.10: 404)."""
+    with services.db.read() as session:
+        assistant = assistant_store.get_assistant(session, assistant_id)
+        owner = user_store.get_user(session, assistant.user_id) if assistant else None
+    if (assistant is None or not assistant.is_active
+            or not assistant.website_integration_enabled
+            or owner is None or owner.status != "active"):
+        raise AppError(ErrorCode.NOT_FOUND, "Assistant not found")
+    return assistant
+
+
+def _widget_assistant_id(raw: str | int | None) -> int:
+    if isinstance(raw, int) and raw >= 0:
+        number = raw
+    elif isinstance(raw, str) and raw and raw.isascii() and raw.isdigit():
+        # Longer than the range's digits is out of range (and int() of huge strings raises).
+        number = int(raw) if len(raw) <= len(str(MAX_WIDGET_ASSISTANT_ID)) else -1
+        if number < 0:
+            raise AppError(ErrorCode.NOT_FOUND, "Assistant not found")
+    else:
+        raise AppError(ErrorCode.VALIDATION_ERROR, "assistant_id must be an integer",
                        status=422)
-
-    def check() -> None:
-        with services.db.read() as session:
-            owner = user_store.get_user(session, claims.user_id)
-            if owner is None or owner.status != "active":
-                raise AppError(ErrorCode.INVALID_SITE_TOKEN, "Invalid site_token")
-            if claims.assistant_id is None:
-                return
-            assistant = assistant_store.get_assistant(session, claims.assistant_id)
-            if assistant is None or assistant.user_id != owner.id or not assistant.is_active:
-                raise AppError(ErrorCode.INVALID_SITE_TOKEN, "Invalid site_token")
-            if claims.widget_version is not None and (
-                claims.widget_version != assistant.widget_version
-                or claims.domains_hash != sha256_hex(assistant.allowed_domains)
-            ):
-                raise AppError(ErrorCode.INVALID_SITE_TOKEN, "Site token has been revoked")
-
-    await to_thread.run_sync(check)
-    return SiteCaller(owner_id=claims.user_id, assistant_id=claims.assistant_id, guest_id=guest_id)
+    if number > MAX_WIDGET_ASSISTANT_ID:
+        raise AppError(ErrorCode.NOT_FOUND, "Assistant not found")
+    return number
 
 
 async def authenticate(request: Request, services: Services, classes: Sequence[str]) -> Caller:
@@ -157,4 +225,8 @@ async def _try(request: Request, services: Services, auth: str) -> Caller | None
         params = request.query_params
         site = await resolve_site(services, params.get("site_token"), params.get("guest_id"))
         return Caller(auth="site", site=site)
+    if auth == "widget":
+        params = request.query_params
+        site = await resolve_widget(services, params.get("assistant_id"), params.get("guest_id"))
+        return Caller(auth="widget", site=site)
     raise ValueError(f"unknown auth class {auth!r}")

@@ -379,6 +379,22 @@ class OperatorPresence(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class HandoffMailMark(Base):
+    """When the owner was last e-mailed about a dialog's handoff, per kind of mail.
+
+    The throttle of `server/handoff_mail.py`: claiming a mark is one conditional insert or
+    update, so two processes can never both send the same notification.
+    """
+
+    __tablename__ = "handoff_mail_marks"
+
+    dialog_id: Mapped[int] = mapped_column(
+        ForeignKey("dialogs.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sent_at: Mapped[dt.datetime]
+
+
 # --- legacy per-user tokens ----------------------------------------------------------------
 
 
