@@ -36,6 +36,9 @@ def _serve(_args: argparse.Namespace) -> int:
         http="httptools",
         ws="websockets-sansio",
         ws_per_message_deflate=False,
+        # Our frames are at most 64 KiB (ws/protocol.py); without this, uvicorn would buffer
+        # frames of up to 16 MiB before we could refuse them.
+        ws_max_size=128 * 1024,
         log_config=None,
         proxy_headers=False,
     )

@@ -294,6 +294,7 @@ async def serve(
     many dialogs). `replay(since)` returns the stored message:new events with seq > since in seq
     order; it needs `since`. `on_frame` handles SendText/Typing (None: they are refused with an
     `error` frame); an `AppError` it raises becomes an `error` frame with its code and detail.
+    Client frames are handled one at a time, in order: a slow `on_frame` delays the next read.
     """
     if replay is not None and (since is None or dialog_id is None):
         raise ValueError("replay needs a dialog_id and since")
