@@ -188,11 +188,14 @@ class EmbedCode:
     allowed_domains: str
 
 
-def embed_code_for(services: Services, owner_id: int, assistant_id: int) -> EmbedCode:
-    """A fresh full site token for the assistant's current domains and widget version."""
+def embed_code_for(
+    services: Services, owner_id: int, assistant_id: int, theme: str | None = None
+) -> EmbedCode:
+    """A fresh full site token for the assistant's current domains and widget version;
+    `theme` (already checked) overrides the assistant's saved widget theme in the script."""
     with services.db.read() as session:
         record = access_assistant(session, owner_id, assistant_id)
-    return _embed(services, record)
+    return _embed(services, record, theme)
 
 
 def do_rotate_embed_code(services: Services, owner_id: int, assistant_id: int) -> EmbedCode:
@@ -209,7 +212,7 @@ def _require_domains(record: AssistantRecord) -> None:
         raise bad_request("Set the allowed domains of the assistant before embedding it")
 
 
-def _embed(services: Services, record: AssistantRecord) -> EmbedCode:
+def _embed(services: Services, record: AssistantRecord, theme: str | None = None) -> EmbedCode:
     _require_domains(record)
     token = services.site_tokens.mint(
         record.user_id, record.id, record.allowed_domains, record.widget_version
@@ -218,7 +221,7 @@ def _embed(services: Services, record: AssistantRecord) -> EmbedCode:
     query = urlencode({
         "token": token,
         "assistant_id": record.id,
-        "theme": record.widget_theme or DEFAULT_WIDGET_THEME,
+        "theme": theme or record.widget_theme or DEFAULT_WIDGET_THEME,
         "type": "floating",
         "host": frontend,
         "v": sha256_hex(record.allowed_domains),

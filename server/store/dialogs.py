@@ -51,17 +51,17 @@ def first_admin_id(session: Session) -> int | None:
 def get_or_create_guest_dialog(
     session: Session, owner_id: int, guest_id: str, channel: str, assistant_id: int | None = None
 ) -> int:
-    """The open dialog of one guest with one owner on one channel (created on first use)."""
-    found = session.execute(
-        select(Dialog.id)
-        .where(
-            Dialog.user_id == owner_id,
-            Dialog.guest_id == guest_id,
-            Dialog.channel == channel,
-            Dialog.ended_at.is_(None),
-        )
-        .order_by(Dialog.id.desc())
-    ).scalars().first()
+    """The open dialog of one guest with one owner on one channel (created on first use);
+    with an `assistant_id`, with that assistant (a guest of two widgets has two dialogs)."""
+    query = select(Dialog.id).where(
+        Dialog.user_id == owner_id,
+        Dialog.guest_id == guest_id,
+        Dialog.channel == channel,
+        Dialog.ended_at.is_(None),
+    )
+    if assistant_id is not None:
+        query = query.where(Dialog.assistant_id == assistant_id)
+    found = session.execute(query.order_by(Dialog.id.desc())).scalars().first()
     if found is not None:
         return found
     dialog = Dialog(user_id=owner_id, guest_id=guest_id, channel=channel, assistant_id=assistant_id)

@@ -22,13 +22,13 @@ from server.store.users import UserRecord
 
 ENDPOINTS_TSV = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "endpoints.tsv"
 CHECKED_MODULES = frozenset(
-    {"auth", "email", "users", "users+admin", "assistants", "documents", "ai_chat", "admin"}
+    {"auth", "email", "users", "users+admin", "assistants", "documents", "ai_chat", "admin",
+     "dialogs", "site"}
 )
 # The admin rows that the foundation (2) and AI-engine (3) issues do not cover.
 LATER_ADMIN = "admin analytics, settings, bots and integration tokens come with a later issue"
 # Rows of checked modules that a later issue serves, with the reason they are not checked yet.
 NOT_YET_SERVED = {
-    ("GET", "/api/assistants/{assistant_id}/dialogs"): "dialogs come with the real-time issue (4)",
     ("GET", "/api/admin/advanced-analytics"): LATER_ADMIN,
     ("GET", "/api/admin/bots-monitoring"): LATER_ADMIN,
     ("GET", "/api/admin/bots-monitoring/stats"): LATER_ADMIN,
@@ -48,7 +48,13 @@ NOT_YET_SERVED = {
     ("DELETE", "/api/admin/tokens/{token_id}"): LATER_ADMIN,
     ("GET", "/api/admin/users"): LATER_ADMIN,
 }
+# Service rows that also take the owner's JWT (so a user token is not refused there).
+SERVICE_OR_OWNER = {
+    ("GET", "/api/dialogs/{dialog_id}/status"): "spec §4.4: also allowed for the owner's JWT",
+}
 WRONG_SERVICE_TOKEN = "not-the-service-token"
+FORGED_SITE_TOKEN = "not.a.site-token"
+VISITOR = "0f6f3c1e-8d5e-4a5e-9a35-3d0f6f3c1e8d"
 
 
 class SpecRow(NamedTuple):
@@ -102,9 +108,11 @@ def _route_exists(client: TestClient, row: SpecRow) -> bool:
 
 
 def _call(
-    client: TestClient, row: SpecRow, headers: dict[str, str] | None = None
+    client: TestClient, row: SpecRow, headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, object]]:
-    response = client.request(row.method, row.concrete_path, headers=headers or {})
+    response = client.request(row.method, row.concrete_path, headers=headers or {},
+                              params=params)
     assert response.headers["content-type"].startswith("application/json"), str(row)
     return response.status_code, response.json()
 
@@ -176,7 +184,37 @@ def test_service_endpoint_refuses_a_user_token(
     row: SpecRow,
 ) -> None:
     status, _body = _call(client, row, auth_headers(user))
-    assert status in {401, 403}, str(row)
+    if (row.method, row.path) in SERVICE_OR_OWNER:
+        assert status == 404, str(row)  # let in, but dialog 1 is not this user's
+    else:
+        assert status in {401, 403}, str(row)
+
+
+def _is_widget(row: SpecRow) -> bool:
+    return row.path.startswith("/api/widget/")
+
+
+@pytest.mark.parametrize("row", _rows("site"), ids=str)
+def test_site_endpoint_refuses_a_visitor_without_credentials(
+    client: TestClient, row: SpecRow
+) -> None:
+    status, body = _call(client, row)
+    # No token → 401; a missing widget assistant_id/guest_id or chat-page parameter → 422.
+    assert status in {401, 422}, f"{row}: {status} {body}"
+
+
+@pytest.mark.parametrize("row", [r for r in _rows("site") if not _is_widget(r)], ids=str)
+def test_site_endpoint_refuses_a_forged_site_token(client: TestClient, row: SpecRow) -> None:
+    status, body = _call(client, row, params={"site_token": FORGED_SITE_TOKEN,
+                                              "guest_id": VISITOR})
+    assert status == 401, f"{row}: {status} {body}"
+    assert body["code"] == "invalid_site_token"
+
+
+@pytest.mark.parametrize("row", [r for r in _rows("site") if _is_widget(r)], ids=str)
+def test_widget_endpoint_refuses_an_unknown_assistant(client: TestClient, row: SpecRow) -> None:
+    status, body = _call(client, row, params={"assistant_id": "1", "guest_id": VISITOR})
+    assert status == 404, f"{row}: {status} {body}"
 
 
 @pytest.mark.parametrize("row", _rows("none"), ids=str)
