@@ -23,7 +23,7 @@ from server.store.users import UserRecord
 ENDPOINTS_TSV = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "endpoints.tsv"
 CHECKED_MODULES = frozenset(
     {"auth", "email", "users", "users+admin", "assistants", "documents", "ai_chat", "admin",
-     "dialogs", "site"}
+     "dialogs", "site", "handoff"}
 )
 # The admin rows that the foundation (2) and AI-engine (3) issues do not cover.
 LATER_ADMIN = "admin analytics, settings, bots and integration tokens come with a later issue"
@@ -107,14 +107,26 @@ def _route_exists(client: TestClient, row: SpecRow) -> bool:
     )
 
 
+# Seed paths that only become the spec's row with a query parameter: `GET /api/status`
+# without `dialog_id` is the public liveness payload (spec §3.2), with it the handoff status.
+ROW_PARAMS = {("GET", "/api/status"): {"dialog_id": "1"}}
+
+
 def _call(
     client: TestClient, row: SpecRow, headers: dict[str, str] | None = None,
     params: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, object]]:
+    query = {**ROW_PARAMS.get((row.method, row.path), {}), **(params or {})}
     response = client.request(row.method, row.concrete_path, headers=headers or {},
-                              params=params)
+                              params=query or None)
     assert response.headers["content-type"].startswith("application/json"), str(row)
     return response.status_code, response.json()
+
+
+def test_status_without_a_dialog_is_the_public_liveness_payload(client: TestClient) -> None:
+    response = client.get("/api/status")
+    assert response.status_code == 200
+    assert set(response.json()) == {"message", "version"}
 
 
 def test_the_endpoint_list_has_rows_for_the_checked_modules() -> None:
