@@ -1,48 +1,85 @@
 """Engine overhead per answer at 10,000 chunks, with a fake LLM that answers instantly.
 
-    .venv/bin/python bench/engine_overhead.py [--answers 300] [--chunks 10000]
+    .venv/bin/python -m bench.engine_overhead [--answers 300] [--chunks 10000]
                                               [--database-url URL]
 
 Seeds one tenant (balance, prices, one assistant, 10,000 knowledge chunks) into a fresh
-migrated database (a temporary SQLite file unless --database-url names a SCRATCH database),
-starts the fake OpenAI-compatible server on 127.0.0.1 and times, per answer:
+migrated database -- a temporary SQLite file, or with `--database-url postgresql://…/any` a
+scratch database created on that server for the run and dropped after it (so runs do not pile
+chunks into a shared database and skew each other) -- starts the fake OpenAI-compatible
+server on 127.0.0.1 and times, per answer:
 
 - `prepare`   — assistant lookup, retrieval, prompt assembly, the balance debit + ledger row;
-- `stream`    — key pick + reservation, the HTTP round trip to the fake, the usage row;
+- `stream`    — the HTTP round trip to the fake through the key pool (the key was reserved
+                in prepare; the usage row is queued for the background writer);
 - `answer`    — both, i.e. everything the engine does for one answer;
 - `llm only`  — the same streamed request sent with the bare `openai` SDK: no engine, no key
                 pool, no bookkeeping — just the model's round trip (the baseline);
 - `overhead`  — answer minus the median `llm only`: what the engine itself costs per answer
                 (retrieval, prompt, debit, key pick and reservation, usage row).
+
+At the end it checks that every answer left its usage row (the writer is drained on close).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bench.retrieve_10k import seed  # noqa: E402
-from fakes.openai_server import FakeOpenAI, reply  # noqa: E402
-from openai import AsyncOpenAI  # noqa: E402
-from server.ai.engine import WIDGET, AnswerEngine, AnswerOutcome, AnswerRequest  # noqa: E402
-from server.ai.llm import LlmGateway  # noqa: E402
-from server.config import Settings  # noqa: E402
-from server.store import billing as billing_store  # noqa: E402
-from server.store.db import Database  # noqa: E402
+from fakes.openai_server import FakeOpenAI, reply
+from openai import AsyncOpenAI
+from sqlalchemy import create_engine, func, select, text
+
+from bench.retrieve_10k import seed
+from server.ai.engine import WIDGET, AnswerEngine, AnswerOutcome, AnswerRequest
+from server.ai.llm import LlmGateway
+from server.config import Settings
+from server.store import billing as billing_store
+from server.store.db import Database, normalise_url
+from server.store.models import AiTokenUsage
+
+WARM_UP_ANSWERS = 10
 
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+@contextlib.contextmanager
+def scratch_url(url: str | None, folder: Path) -> Iterator[str]:
+    """A fresh database: a SQLite file in `folder` (or the SQLite URL given), or a new database
+    on the given PostgreSQL server, dropped afterwards."""
+    if url is None or url.startswith("sqlite"):
+        yield url or f"sqlite:///{folder / 'bench.db'}"
+        return
+    server = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
+    name = f"replyx_bench_{uuid.uuid4().hex[:10]}"
+    with server.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield normalise_url(url).rsplit("/", 1)[0] + "/" + name
+    finally:
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+
+
+def usage_rows(database: Database) -> int:
+    with database.read() as session:
+        return int(session.execute(select(func.count()).select_from(AiTokenUsage)).scalar_one())
 
 
 def fund(database: Database, owner_id: int, answers: int) -> None:
@@ -89,12 +126,15 @@ def main() -> None:
     import random
 
     rng = random.Random(11)
-    with tempfile.TemporaryDirectory() as scratch, FakeOpenAI(default=reply("Fine.", chunks=2)) as fake:
-        url = args.database_url or f"sqlite:///{Path(scratch) / 'bench.db'}"
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        scratch_url(args.database_url, Path(scratch)) as url,
+        FakeOpenAI(default=reply("Fine.", chunks=2)) as fake,
+    ):
         database = Database(url)
         database.migrate()
         owner_id, assistant_id, texts = seed(database, "zipf", args.chunks, rng)
-        fund(database, owner_id, args.answers + 10)
+        fund(database, owner_id, args.answers + WARM_UP_ANSWERS)
         questions = [" ".join(rng.sample(rng.choice(texts).split(), 6)) + "?" for _ in range(50)]
         settings = replace(Settings.from_env({}), database_url=url, openai_api_key="sk-bench",
                            openai_base_url=fake.base_url)
@@ -105,7 +145,7 @@ def main() -> None:
             bare = AsyncOpenAI(api_key="sk-bench", base_url=fake.base_url, max_retries=0)
             try:
                 # Warm-up: connection pools, statement caches.
-                await measure(engine, bare, owner_id, assistant_id, questions, 10)
+                await measure(engine, bare, owner_id, assistant_id, questions, WARM_UP_ANSWERS)
                 return await measure(engine, bare, owner_id, assistant_id, questions,
                                      args.answers)
             finally:
@@ -113,7 +153,10 @@ def main() -> None:
                 await bare.close()
 
         timings = asyncio.run(run())
+        written = usage_rows(database)
         database.dispose()
+        if written != WARM_UP_ANSWERS + args.answers:
+            raise SystemExit(f"expected {WARM_UP_ANSWERS + args.answers} usage rows, found {written}")
 
     backend = "sqlite" if url.startswith("sqlite") else "postgresql"
     llm_median = statistics.median(timings["llm only"])

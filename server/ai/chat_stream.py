@@ -66,11 +66,13 @@ class ChatStream:
     """Async-iterable of text deltas; `outcome` is pending, completed, cancelled or failed."""
 
     def __init__(
-        self, pool: KeyPool, client_for: Callable[[PoolKey], AsyncOpenAI], request: ChatRequest
+        self, pool: KeyPool, client_for: Callable[[PoolKey], AsyncOpenAI], request: ChatRequest,
+        reserved_key: PoolKey | None = None,
     ) -> None:
         self._pool = pool
         self._client_for = client_for
         self.request = request
+        self._reserved_key = reserved_key  # tried first; given back if never used
         self._parts: list[str] = []
         self.outcome = "pending"
         self.error: str | None = None
@@ -109,7 +111,7 @@ class ChatStream:
     async def _run(self) -> AsyncGenerator[str, None]:
         call = CallInfo(self.request.model, "chat", self.request.user_id,
                         self.request.assistant_id)
-        cursor = KeyCursor(self._pool, self.request.model)
+        cursor = KeyCursor(self._pool, self.request.model, self._reserved_key)
         waiter = cancel_waiter(self.request.cancel)
         try:
             while True:
@@ -136,6 +138,7 @@ class ChatStream:
         finally:
             if waiter is not None:
                 waiter.cancel()
+            await cursor.release_unused()
 
     async def _attempt(
         self, key: PoolKey, call: CallInfo, cursor: KeyCursor, waiter: Any

@@ -25,6 +25,7 @@ from anyio import from_thread, to_thread
 from sqlalchemy.orm import Session
 
 from server.ai.cancel import CancelToken
+from server.ai.key_pool import PoolKey
 from server.ai.llm import LlmGateway
 from server.ai.llm_errors import LlmError, NoKeyAvailable
 from server.ai.offline import offline_answer
@@ -80,6 +81,8 @@ class PreparedAnswer:
     snippets: tuple[Snippet, ...]
     offline_text: str | None  # set: answer offline with this text
     charge: Charge | None
+    # The AI key reserved for the first attempt (the stream gives it back if never used).
+    reserved_key: PoolKey | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def is_offline(self) -> bool:
@@ -105,8 +108,10 @@ class AnswerEngine:
     # -- the blocking half ---------------------------------------------------------------
 
     def prepare(self, request: AnswerRequest, *, embedder: Embedder | None = None) -> PreparedAnswer:
-        """Blocking. The write transaction is short: a refused charge (402) also undoes the
-        usage counters, and no network call (embeddings) ever runs while it holds the lock."""
+        """Blocking. ONE write transaction, kept short: a refused charge (402) also undoes the
+        usage counters, no network call (embeddings) ever runs while it holds the lock, and
+        the AI key is reserved in it too (last, so a key row's lock is held only until the
+        commit), so that the stream starts without another trip to the store."""
         profile = request.channel
         embedder = embedder or self._embedder(request)
         snippets = None
@@ -120,8 +125,10 @@ class AnswerEngine:
                 snippets = self._retrieve(session, request, None, track_usage=True)
             else:
                 record_snippet_usage(session, request.owner_id, snippets)
+            model = assistant.ai_model if assistant else DEFAULT_MODEL
+            pool = self.gateway.pool
             offline_text = None
-            if not self.gateway.pool.has_any_key_in(session):
+            if not pool.has_any_key_in(session):
                 fallback = assistant.fallback_text if assistant else None
                 offline_text = offline_answer(request.question, snippets, fallback)
             charge = None
@@ -129,6 +136,8 @@ class AnswerEngine:
                 charge = billing_store.charge(
                     session, request.owner_id, profile.service_type, related_id=request.related_id
                 )
+            # None while keys exist but none may serve now: the stream then answers offline.
+            key = pool.acquire_in(session, model) if offline_text is None else None
         messages = build_messages(
             assistant_prompt=assistant.system_prompt if assistant else None,
             history=request.history,
@@ -140,11 +149,12 @@ class AnswerEngine:
         )
         return PreparedAnswer(
             request=request,
-            model=assistant.ai_model if assistant else DEFAULT_MODEL,
+            model=model,
             messages=tuple(messages),
             snippets=tuple(snippets),
             offline_text=offline_text,
             charge=charge,
+            reserved_key=key,
         )
 
     @staticmethod
@@ -242,6 +252,7 @@ class AnswerEngine:
             temperature=request.channel.temperature,
             max_tokens=request.channel.max_tokens,
             cancel=cancel,
+            reserved_key=prepared.reserved_key,
         )
         try:
             async with stream:

@@ -11,8 +11,10 @@ and the store work they need runs in threads (`anyio.to_thread`).
   401/429/5xx/timeout/connection error/malformed body is charged and the next key is tried.
 
 Every attempt leaves one `ai_token_usage` row with the key's id (NULL for `OPENAI_API_KEY`) and
-the token counts (the server's, else estimated at 4 characters per token). One HTTP connection
-pool is shared by every key (building a client per call costs tens of milliseconds).
+the token counts (the server's, else estimated at 4 characters per token), written off the
+answer's path by a background writer: `flush_usage()` waits for it, `aclose()` drains it. One
+HTTP connection pool is shared by every key (building a client per call costs tens of
+milliseconds).
 """
 
 from __future__ import annotations
@@ -92,10 +94,21 @@ class LlmGateway:
             http_client=self._http,
         )
 
+    async def flush_usage(self) -> bool:
+        """Wait until every usage row of the calls made so far is committed (tests, reports);
+        False when the store did not take them within the writer's timeout."""
+        if not self.pool.usage.running:
+            return True
+        return await anyio.to_thread.run_sync(self.pool.flush_usage)
+
     async def aclose(self) -> None:
+        """Close the HTTP pool, and write the queued usage rows (their writer stops)."""
         if self._http is not None:
             await self._http.aclose()
             self._http = self._http_loop = None
+        if self.pool.usage.running:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.pool.close)
 
     async def __aenter__(self) -> LlmGateway:
         return self
@@ -117,8 +130,10 @@ class LlmGateway:
         cancel: CancelToken | None = None,
         timeout_secs: float | None = None,
         first_chunk_timeout_secs: float | None = None,
+        reserved_key: PoolKey | None = None,
     ) -> ChatStream:
-        """A streamed answer; nothing is sent until it is iterated."""
+        """A streamed answer; nothing is sent until it is iterated. `reserved_key`: a key the
+        caller reserved with `pool.acquire_in()`, tried first (given back if never used)."""
         request = ChatRequest(
             messages=tuple(messages), model=model,
             timeout_secs=timeout_secs or self.timeout_secs,
@@ -126,7 +141,7 @@ class LlmGateway:
             user_id=user_id, assistant_id=assistant_id, temperature=temperature,
             max_tokens=max_tokens, cancel=cancel,
         )
-        return ChatStream(self.pool, self.client_for, request)
+        return ChatStream(self.pool, self.client_for, request, reserved_key)
 
     async def complete_chat(
         self,

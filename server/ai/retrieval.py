@@ -21,9 +21,9 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
-from server.store import fts
+from server.store import fts, knowledge_search
 from server.store import knowledge as knowledge_store
-from server.store.knowledge import ChunkHit
+from server.store.knowledge_search import ChunkHit, ScopeCensus
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,9 @@ def retrieve(
     terms = fts.query_terms(question)
     if not terms or top_k <= 0:
         return []
-    documents = _scoped_search(session, owner_id, assistant_id, terms, CANDIDATE_FACTOR * top_k)
-    pairs = _scoped_search(session, owner_id, assistant_id, terms, qa_limit, qa=True)
+    census = knowledge_search.scope_census(session, owner_id, assistant_id)
+    documents = _scoped_search(session, census, terms, CANDIDATE_FACTOR * top_k)
+    pairs = _scoped_search(session, census, terms, qa_limit, qa=True)
     candidates = sorted(documents + pairs, key=lambda hit: -_weighted(hit))
     if embedder is not None:
         candidates = _reranked(question, candidates, embedder)
@@ -101,17 +102,17 @@ def record_snippet_usage(session: Session, owner_id: int, snippets: Sequence[Sni
 
 
 def _scoped_search(
-    session: Session,
-    owner_id: int,
-    assistant_id: int | None,
-    terms: list[str],
-    limit: int,
-    *,
-    qa: bool = False,
+    session: Session, census: ScopeCensus, terms: list[str], limit: int, *, qa: bool = False
 ) -> list[ChunkHit]:
-    hits = knowledge_store.search_chunks(session, owner_id, assistant_id, terms, limit, qa=qa)
+    """The assistant's own chunks, else (none matched) the tenant-global ones."""
+    owner_id, assistant_id = census.owner_id, census.assistant_id
+    hits = knowledge_search.search_chunks(
+        session, owner_id, assistant_id, terms, limit, qa=qa, census=census
+    )
     if not hits and assistant_id is not None:
-        hits = knowledge_store.search_chunks(session, owner_id, None, terms, limit, qa=qa)
+        hits = knowledge_search.search_chunks(
+            session, owner_id, None, terms, limit, qa=qa, census=census
+        )
     return hits
 
 

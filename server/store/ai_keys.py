@@ -256,6 +256,19 @@ _RESERVE = (
     )
 )
 
+# Gives back a reservation that was never used (its call was cancelled before it started).
+_RELEASE = (
+    update(_TABLE)
+    .where(_POOL.id == bindparam("key_id"))
+    .values(
+        current_daily_usage=case((_POOL.current_daily_usage > 0, _POOL.current_daily_usage - 1),
+                                 else_=0),
+        current_monthly_usage=case(
+            (_POOL.current_monthly_usage > 0, _POOL.current_monthly_usage - 1), else_=0
+        ),
+    )
+)
+
 _RECORD_SUCCESS = (
     update(_TABLE)
     .where(_POOL.id == bindparam("key_id"))
@@ -302,6 +315,11 @@ def reserve(session: Session, key_id: int, *, now: dt.datetime | None = None) ->
     """Count one request against the key, atomically; False when it is full, off or rested."""
     result = session.execute(_RESERVE, {"key_id": key_id, **_clock(now)})
     return _rowcount(result) == 1
+
+
+def release(session: Session, key_id: int) -> None:
+    """Undo one `reserve()` whose request was never sent."""
+    session.execute(_RELEASE, {"key_id": key_id})
 
 
 def record_success(session: Session, key_id: int) -> None:

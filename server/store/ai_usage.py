@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, case, func, insert, select
@@ -33,8 +34,7 @@ class UsageDay:
 _INSERT_USAGE = insert(cast(Table, AiTokenUsage.__table__))
 
 
-def add_usage_row(
-    session: Session,
+def usage_values(
     *,
     token_id: int | None,
     model: str,
@@ -48,8 +48,11 @@ def add_usage_row(
     response_time: float | None = None,
     success: bool = True,
     error_message: str | None = None,
-) -> int:
-    result = session.execute(_INSERT_USAGE, {
+    created_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The column values of one usage row, as `add_usage_rows` inserts them (every key set,
+    so rows of one batch share one statement)."""
+    return {
         "token_id": token_id, "user_id": user_id, "assistant_id": assistant_id,
         "provider": provider, "model_used": model[:64], "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -57,10 +60,22 @@ def add_usage_row(
         else total_tokens,
         "request_type": request_type, "response_time": response_time, "success": success,
         "error_message": error_message[:2000] if error_message else None,
-    })
+        "created_at": created_at or utcnow(),
+    }
+
+
+def add_usage_row(session: Session, **fields: Any) -> int:
+    """Insert one row (keyword arguments of `usage_values`); its id."""
+    result = session.execute(_INSERT_USAGE, usage_values(**fields))
     new_key = cast("CursorResult[Any]", result).inserted_primary_key
     assert new_key is not None
     return int(new_key[0])
+
+
+def add_usage_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows built by `usage_values` with one statement (a batch of the usage writer)."""
+    if rows:
+        session.execute(_INSERT_USAGE, [dict(row) for row in rows])
 
 
 def usage_by_day(

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
 from server.store import fts
@@ -60,15 +60,16 @@ class _Scope:
     assistant_id: int | None
     qa: bool
 
-    def rows_sql(self) -> tuple[str, dict[str, Any]]:
-        """(where, params) for the scope's rows of `ke` (not checking that a pair is active)."""
-        params: dict[str, Any] = {"owner": self.owner_id}
-        filters = ["ke.user_id = :owner"]
+    def rows_sql(self, suffix: str = "") -> tuple[str, dict[str, Any]]:
+        """(where, params) for the scope's rows of `ke` (not checking that a pair is active);
+        `suffix` tells apart the parameters of several scopes in one statement."""
+        params: dict[str, Any] = {f"owner{suffix}": self.owner_id}
+        filters = [f"ke.user_id = :owner{suffix}"]
         if self.assistant_id is None:
             filters.append("ke.assistant_id IS NULL")
         else:
-            filters.append("ke.assistant_id = :assistant")
-            params["assistant"] = self.assistant_id
+            filters.append(f"ke.assistant_id = :assistant{suffix}")
+            params[f"assistant{suffix}"] = self.assistant_id
         filters.append("ke.qa_id IS NOT NULL" if self.qa else "ke.qa_id IS NULL")
         return " AND ".join(filters), params
 
@@ -110,6 +111,30 @@ def split_terms(
     return tiers
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScopeCensus:
+    """Which scopes of one owner hold any chunk: the assistant's documents and Q&A, and the
+    tenant-global ones. One query answers for all of them (Q&A pairs and tenant-global chunks
+    are often absent, and the indexes say so faster than a full-text search)."""
+
+    owner_id: int
+    assistant_id: int | None
+    filled: frozenset[tuple[int | None, bool]]  # (assistant_id or None, qa) of non-empty scopes
+
+    def has(self, assistant_id: int | None, qa: bool) -> bool:
+        return (assistant_id, qa) in self.filled
+
+
+def scope_census(session: Session, owner_id: int, assistant_id: int | None) -> ScopeCensus:
+    """The census of the owner's scopes that a search for `assistant_id` may read."""
+    holders = dict.fromkeys([assistant_id, None])
+    scopes = [_Scope(owner_id, holder, qa) for holder in holders for qa in (False, True)]
+    filled = _backend(session).filled(session, scopes)
+    return ScopeCensus(owner_id, assistant_id, frozenset(
+        (scope.assistant_id, scope.qa) for scope, full in zip(scopes, filled, strict=True) if full
+    ))
+
+
 def search_chunks(
     session: Session,
     owner_id: int,
@@ -118,18 +143,23 @@ def search_chunks(
     limit: int,
     *,
     qa: bool = False,
+    census: ScopeCensus | None = None,
 ) -> list[ChunkHit]:
     """Best-ranked chunks of one owner matching any of the terms (prefix match).
 
     `assistant_id=None` searches the tenant-global rows (assistant_id IS NULL). `qa=False`
-    searches document/knowledge chunks, `qa=True` only chunks of active Q&A pairs.
+    searches document/knowledge chunks, `qa=True` only chunks of active Q&A pairs. `census`:
+    the owner's `scope_census()` taken in this transaction (spares a query per search).
     """
     terms = list(dict.fromkeys(term for term in map(fts.safe_term, query_terms) if term))
     if not terms or limit <= 0:
         return []
-    backend: _Backend = _Sqlite() if session.get_bind().dialect.name == "sqlite" else _Postgres()
+    backend = _backend(session)
     scope = _Scope(owner_id, assistant_id, qa)
-    if backend.scope_is_empty(session, scope):
+    if census is not None and census.owner_id == owner_id:
+        if not census.has(assistant_id, qa):
+            return []
+    elif not backend.filled(session, [scope])[0]:
         return []
     frequencies = backend.frequencies(session, scope, terms)
     tiers = split_terms(terms, frequencies, SELECTIVE_BUDGET_ROWS, RANKABLE_MAX_ROWS)
@@ -205,13 +235,29 @@ def _columns(scope: _Scope) -> str:
     return _COLUMNS + (_QA_COLUMNS if scope.qa else "")
 
 
+def _backend(session: Session) -> _Backend:
+    return _SQLITE if session.get_bind().dialect.name == "sqlite" else _POSTGRES
+
+
+@functools.lru_cache(maxsize=256)
+def _sql(statement: str) -> TextClause:
+    """A text() statement parsed once: the few shapes of SQL below repeat on every answer."""
+    return text(statement)
+
+
 class _Backend:
-    def scope_is_empty(self, session: Session, scope: _Scope) -> bool:
-        """True when the scope has no chunks at all: Q&A pairs and tenant-global chunks are
-        often absent, and the btree indexes say so faster than a full-text search."""
-        where, params = scope.rows_sql()
-        sql = f"SELECT 1 FROM knowledge_embeddings AS ke WHERE {where} LIMIT 1"
-        return session.execute(text(sql), params).first() is None
+    def filled(self, session: Session, scopes: Sequence[_Scope]) -> list[bool]:
+        """Per scope: does it hold any chunk? One statement for all of them (btree indexes)."""
+        probes = []
+        params: dict[str, Any] = {}
+        for n, scope in enumerate(scopes):
+            where, scope_params = scope.rows_sql(suffix=str(n))
+            params.update(scope_params)
+            probes.append(
+                f"EXISTS (SELECT 1 FROM knowledge_embeddings AS ke WHERE {where}) AS s{n}"
+            )
+        row = session.execute(_sql("SELECT " + ", ".join(probes)), params).one()
+        return [bool(value) for value in row]
 
     def frequencies(self, session: Session, scope: _Scope, terms: list[str]) -> dict[str, float]:
         """Estimated matching rows per term (math.inf: treat as very common)."""
@@ -247,11 +293,19 @@ def _scoped_match(scope: _Scope, terms: str) -> str:
 
 
 class _Sqlite(_Backend):
-    def scope_is_empty(self, session: Session, scope: _Scope) -> bool:
-        # One token lookup in the index, whatever the table's size.
-        token = fts.scope_token(scope.owner_id, scope.assistant_id, scope.qa)
-        sql = f"SELECT rowid FROM {fts.FTS_TABLE} WHERE {fts.FTS_TABLE} MATCH :match LIMIT 1"
-        return session.execute(text(sql), {"match": f'scope : "{token}"'}).first() is None
+    def filled(self, session: Session, scopes: Sequence[_Scope]) -> list[bool]:
+        # One token lookup in the index per scope, whatever the table's size.
+        probes = [
+            f"(SELECT rowid FROM {fts.FTS_TABLE} WHERE {fts.FTS_TABLE} MATCH :s{n} LIMIT 1)"
+            f" IS NOT NULL"
+            for n in range(len(scopes))
+        ]
+        params = {
+            f"s{n}": f'scope : "{fts.scope_token(scope.owner_id, scope.assistant_id, scope.qa)}"'
+            for n, scope in enumerate(scopes)
+        }
+        row = session.execute(_sql("SELECT " + ", ".join(probes)), params).one()
+        return [bool(value) for value in row]
 
     def frequencies(self, session: Session, scope: _Scope, terms: list[str]) -> dict[str, float]:
         # Rows per term across the whole index (summed over a prefix's expansions: an upper
@@ -273,7 +327,7 @@ class _Sqlite(_Backend):
                     f" WHERE col = 'chunk_text' AND term >= :lo{n} AND term < :hi{n}"
                 )
                 params[f"lo{n}"], params[f"hi{n}"] = term, prefix_end(term)
-            for row in session.execute(text(" UNION ALL ".join(parts)), params):
+            for row in session.execute(_sql(" UNION ALL ".join(parts)), params):
                 term = missing[row.n]
                 known[term] = float(row.rows)
                 _sqlite_frequency_cache[(database, term)] = (
@@ -293,24 +347,44 @@ class _Sqlite(_Backend):
             terms = f"({terms}) AND ({terms} OR {fts.fts5_match(rankable)})"
         join, where, params = scope.sql()
         params.update(match=_scoped_match(scope, terms), limit=limit)
-        sql = (
-            f"SELECT {_columns(scope)}, -{_BM25} AS score {_SQLITE_FROM} {join}"
-            f" WHERE {fts.FTS_TABLE} MATCH :match AND {where}"
-            f" ORDER BY {_BM25}, ke.id LIMIT :limit"
-        )
-        return _hits(session.execute(text(sql), params).all(), scope.qa)
+        if not join:
+            # The scope token already restricts the index to the scope's rows, so the best
+            # `limit` are picked inside the index and only they are read from the table
+            # (the WHERE below re-checks them and never drops one).
+            sql = (
+                f"SELECT {_COLUMNS}, hits.score FROM (SELECT rowid AS id, -{_BM25} AS score"
+                f" FROM {fts.FTS_TABLE} WHERE {fts.FTS_TABLE} MATCH :match"
+                f" ORDER BY {_BM25}, rowid LIMIT :limit) AS hits"
+                f" CROSS JOIN knowledge_embeddings AS ke ON ke.id = hits.id"
+                f" WHERE {where} ORDER BY hits.score DESC, ke.id"
+            )
+        else:  # Q&A: the active flag lives in another table, so filter before the limit
+            sql = (
+                f"SELECT {_columns(scope)}, -{_BM25} AS score {_SQLITE_FROM} {join}"
+                f" WHERE {fts.FTS_TABLE} MATCH :match AND {where}"
+                f" ORDER BY {_BM25}, ke.id LIMIT :limit"
+            )
+        return _hits(session.execute(_sql(sql), params).all(), scope.qa)
 
     def newest(
         self, session: Session, scope: _Scope, terms: list[str], count: int
     ) -> list[ChunkHit]:
         join, where, params = scope.sql()
         params.update(match=_scoped_match(scope, fts.fts5_match(terms)), count=count)
-        sql = (
-            f"SELECT {_columns(scope)}, 0.0 AS score {_SQLITE_FROM} {join}"
-            f" WHERE {fts.FTS_TABLE} MATCH :match AND {where}"
-            f" ORDER BY {fts.FTS_TABLE}.rowid DESC LIMIT :count"
-        )
-        return _hits(session.execute(text(sql), params).all(), scope.qa)
+        if not join:  # as in ranked(): the newest `count` are found in the index alone
+            sql = (
+                f"SELECT {_COLUMNS}, 0.0 AS score FROM (SELECT rowid AS id FROM {fts.FTS_TABLE}"
+                f" WHERE {fts.FTS_TABLE} MATCH :match ORDER BY rowid DESC LIMIT :count) AS hits"
+                f" CROSS JOIN knowledge_embeddings AS ke ON ke.id = hits.id"
+                f" WHERE {where} ORDER BY ke.id DESC"
+            )
+        else:
+            sql = (
+                f"SELECT {_columns(scope)}, 0.0 AS score {_SQLITE_FROM} {join}"
+                f" WHERE {fts.FTS_TABLE} MATCH :match AND {where}"
+                f" ORDER BY {fts.FTS_TABLE}.rowid DESC LIMIT :count"
+            )
+        return _hits(session.execute(_sql(sql), params).all(), scope.qa)
 
 
 class _Postgres(_Backend):
@@ -327,7 +401,7 @@ class _Postgres(_Backend):
             f" WHERE ke.{fts.TSV_COLUMN} @@ to_tsquery('simple', :match) AND {where}"
             f" LIMIT :cap) AS probe"
         )
-        matched = int(session.execute(text(probe), params).scalar_one())
+        matched = int(session.execute(_sql(probe), params).scalar_one())
         return dict.fromkeys(terms, 0.0 if matched <= SELECTIVE_BUDGET_ROWS else UNKNOWN)
 
     def ranked(
@@ -347,7 +421,7 @@ class _Postgres(_Backend):
             f" WHERE ke.{fts.TSV_COLUMN} @@ to_tsquery('simple', :match) AND {where}"
             f" ORDER BY score DESC, ke.id LIMIT :limit"
         )
-        return _hits(session.execute(text(sql), params).all(), scope.qa)
+        return _hits(session.execute(_sql(sql), params).all(), scope.qa)
 
     def newest(
         self, session: Session, scope: _Scope, terms: list[str], count: int
@@ -359,4 +433,8 @@ class _Postgres(_Backend):
             f" WHERE ke.{fts.TSV_COLUMN} @@ to_tsquery('simple', :match) AND {where}"
             f" ORDER BY ke.id DESC LIMIT :count"
         )
-        return _hits(session.execute(text(sql), params).all(), scope.qa)
+        return _hits(session.execute(_sql(sql), params).all(), scope.qa)
+
+
+_SQLITE = _Sqlite()
+_POSTGRES = _Postgres()

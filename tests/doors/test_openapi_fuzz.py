@@ -27,7 +27,7 @@ from server.security import ACCESS
 from server.store import users as user_store
 from server.store.users import UserRecord
 
-FUZZ_MODULES = ("auth", "email", "users")
+FUZZ_MODULES = ("auth", "email", "users", "handoff", "dialogs", "site", "operator")
 BASE_URL = "http://testserver"
 EXAMPLES_PER_MODE = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 5}
 REQUEST_KEYS = ("method", "url", "headers", "params", "cookies", "json", "data", "files")

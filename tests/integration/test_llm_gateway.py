@@ -66,7 +66,9 @@ def _key(services: Services, key_id: int) -> AiKeyRecord:
     return record
 
 
-def _usage(services: Services) -> list[UsageRow]:
+async def _usage(services: Services, gateway: LlmGateway) -> list[UsageRow]:
+    """The usage rows, once the gateway's background writer has committed what it holds."""
+    assert await gateway.flush_usage()
     with services.db.read() as session:
         return ai_usage.recent_usage(session)
 
@@ -108,7 +110,7 @@ async def test_usage_row_carries_key_id_and_server_token_counts(
     fake_llm.script("sk-a", reply("Fine.", prompt_tokens=11, completion_tokens=7))
     stream = await _ask(gateway, user_id=user.id)
     assert stream.usage is not None and stream.usage.total_tokens == 18
-    [row] = _usage(services)
+    [row] = await _usage(services, gateway)
     assert (row.token_id, row.user_id, row.model_used, row.request_type) == (
         key.id, user.id, MODEL, "chat")
     assert (row.prompt_tokens, row.completion_tokens, row.total_tokens) == (11, 7, 18)
@@ -124,7 +126,7 @@ async def test_tokens_are_estimated_when_the_server_sends_no_usage(
     fake_llm.script("sk-a", reply("x" * 40, send_usage=False))
     stream = await _ask(gateway)
     assert stream.usage is not None and stream.usage.estimated
-    [row] = _usage(services)
+    [row] = await _usage(services, gateway)
     assert row.completion_tokens == 10
     assert row.prompt_tokens == (len("Be brief.") + 3) // 4 + (len("Hi there?") + 3) // 4
 
@@ -160,7 +162,7 @@ async def test_failing_key_fails_over_to_the_next(
     assert failed.error_count == 1 and str(status) in (failed.last_error or "")
     assert (failed.rested_until is not None) == (status in (401, 429))
     assert (failed.daily_usage, _key(services, second.id).daily_usage) == (1, 1)
-    rows = _usage(services)
+    rows = await _usage(services, gateway)
     assert [(r.token_id, r.success) for r in rows] == [(first.id, False), (second.id, True)]
 
 
@@ -252,7 +254,7 @@ async def test_failure_after_text_ends_the_answer_without_restarting(
     assert caught.value.partial_text == "".join(received)
     assert stream.outcome == "failed"
     assert fake_llm.keys_called() == ["sk-first"]
-    [row] = _usage(services)
+    [row] = await _usage(services, gateway)
     assert row.token_id == first.id and row.success is False
 
 
@@ -358,7 +360,7 @@ async def test_cancel_mid_stream_stops_deltas_and_closes_the_connection(
     assert received == split_text("Hello from the fake model.", 3)[:1]
     assert stream.outcome == "cancelled" and stream.text == received[0]
     assert fake_llm.wait_until(lambda: fake_llm.requests[0].disconnected, WAIT_SECS)
-    [row] = _usage(services)
+    [row] = await _usage(services, gateway)
     assert (row.token_id, row.success, row.error_message) == (key.id, False, "cancelled")
     assert row.completion_tokens >= 1
     assert _key(services, key.id).error_count == 0
@@ -390,7 +392,7 @@ async def test_cancel_before_start_sends_nothing(
     token.cancel()
     stream = await _ask(gateway, cancel=token)
     assert stream.cancelled and stream.text == ""
-    assert fake_llm.requests == [] and _usage(services) == []
+    assert fake_llm.requests == [] and await _usage(services, gateway) == []
     assert _key(services, key.id).daily_usage == 0
 
 
@@ -406,7 +408,7 @@ async def test_consumer_leaving_early_records_a_cancelled_attempt(
             break
     assert stream.cancelled
     assert fake_llm.wait_until(lambda: fake_llm.requests[0].disconnected, WAIT_SECS)
-    assert [row.error_message for row in _usage(services)] == ["cancelled"]
+    assert [row.error_message for row in await _usage(services, gateway)] == ["cancelled"]
 
 
 async def test_cancelling_the_consuming_task_records_the_attempt(
@@ -428,7 +430,7 @@ async def test_cancelling_the_consuming_task_records_the_attempt(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert fake_llm.wait_until(lambda: fake_llm.requests[0].disconnected, WAIT_SECS)
-    assert [row.error_message for row in _usage(services)] == ["cancelled"]
+    assert [row.error_message for row in await _usage(services, gateway)] == ["cancelled"]
 
 
 # --- the OPENAI_API_KEY fallback and has_any_key ---------------------------------------------
@@ -444,7 +446,7 @@ async def test_env_key_is_used_when_the_pool_is_empty(
         stream = await _ask(gateway)
     assert stream.text == "Hello from the fake model." and stream.token_id is None
     assert fake_llm.keys_called() == ["sk-env"]
-    [row] = _usage(services)
+    [row] = await _usage(services, gateway)
     assert row.token_id is None and row.success
 
 
@@ -485,7 +487,7 @@ async def test_complete_chat_returns_the_whole_answer_and_fails_over(
     fake_llm.script("sk-second", reply("All at once.", prompt_tokens=4, completion_tokens=3))
     assert await gateway.complete_chat(QUESTION, model=MODEL) == "All at once."
     assert [request.stream for request in fake_llm.requests] == [False, False]
-    last = _usage(services)[-1]
+    last = (await _usage(services, gateway))[-1]
     assert (last.token_id, last.total_tokens, last.success) == (second.id, 7, True)
 
 
@@ -516,7 +518,7 @@ async def test_embeddings_come_back_in_order_through_the_pool(
     assert len(vectors) == 2
     for vector, text in zip(vectors, texts, strict=True):
         assert vector == pytest.approx(embed_text(text, 64), abs=1e-6)
-    [row] = _usage(services)
+    [row] = await _usage(services, gateway)
     assert (row.token_id, row.request_type, row.success) == (key.id, "embedding", True)
     assert row.prompt_tokens > 0 and row.completion_tokens == 0
     assert await gateway.embed([], "text-embedding-3-small") == []
