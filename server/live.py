@@ -23,7 +23,7 @@ from typing import Any
 from anyio import to_thread
 
 from server.actors import operator_session
-from server.actors.bridge import await_reply
+from server.actors.bridge import LoopReplies, LoopReply
 from server.actors.bus import EventBus, build_bus
 from server.actors.dialog import (
     ChangeHandoff,
@@ -99,6 +99,7 @@ class LiveSystem:
                                           settings.ws_max_connections)
         self._connections: set[Connection] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self.replies = LoopReplies(loop)
 
     def _start_dialog(self, dialog_id: Any) -> Any:
         return DialogActor.start(int(dialog_id), self.deps)
@@ -144,7 +145,7 @@ class LiveSystem:
         run_ai: bool = True,
     ) -> Posted:
         settings = self.services.settings
-        reply: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        reply = self.replies.new()
         self.dialogs.tell(dialog_id, PostMessage(
             sender=sender, text=text, reply=reply, client_message_id=client_message_id,
             author_user_id=author_user_id, author_name=author_name,
@@ -157,7 +158,7 @@ class LiveSystem:
         self, dialog_id: int, command: Command, *, slot_reserved: bool = False
     ) -> HandoffChanged:
         """Run a handoff command; a refusal raises the 409 naming the current state."""
-        reply: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        reply = self.replies.new()
         self.dialogs.tell(dialog_id, ChangeHandoff(command, reply, slot_reserved))
         outcome = await self._await(reply, self.services.settings.actor_ask_timeout_secs,
                                     dialog_id)
@@ -165,10 +166,9 @@ class LiveSystem:
             raise AppError(ErrorCode.CONFLICT, outcome.detail, status=409)
         return outcome
 
-    async def _await(self, reply: concurrent.futures.Future[Any], timeout: float,
-                     key: int) -> Any:
+    async def _await(self, reply: LoopReply, timeout: float, key: int) -> Any:
         try:
-            return await await_reply(reply, timeout, f"actor {key}")
+            return await reply.wait(timeout, f"actor {key}")
         except TimeoutError as exc:
             raise AppError(ErrorCode.SERVICE_UNAVAILABLE,
                            "The dialog did not answer in time; try again", status=503) from exc
@@ -186,7 +186,7 @@ class LiveSystem:
         return len(self._connections)
 
     async def operator_connected(self, user: UserRecord) -> None:
-        reply: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        reply = self.replies.new()
         self.operators.tell(user.id, operator_session.Connected(reply))
         await self._await(reply, self.services.settings.actor_ask_timeout_secs, user.id)
 
@@ -198,7 +198,7 @@ class LiveSystem:
 
     async def heartbeat(self, user_id: int, status: str, max_active_chats_web: int | None,
                         max_active_chats_telegram: int | None) -> PresenceRecord:
-        reply: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        reply = self.replies.new()
         self.operators.tell(user_id, operator_session.Heartbeat(
             status, reply, max_active_chats_web, max_active_chats_telegram))
         return await self._await(reply, self.services.settings.actor_ask_timeout_secs, user_id)

@@ -15,7 +15,7 @@ event that announces the takeover is only published after a commit, later on the
 The generation in flight is kept in a registry shared by the actor's incarnations (`Generations`),
 so an actor that was passivated and restarted can still cancel it or accept its answer.
 
-Commands carry their own `reply` future (a `concurrent.futures.Future`): the answer is given
+Commands carry their own `reply` (a `bridge.LoopReply` from the doors): the answer is given
 after the commit, which may be long after the handler returned.
 """
 
@@ -85,7 +85,9 @@ RECENT_CLIENT_IDS = 256
 RELEASE_QUIET_PERIOD = dt.timedelta(minutes=5)  # spec §8.3: no auto-request right after a release
 AI_BLOCKED_REASON = "dialog_taken_over_during_processing"
 
-Reply = concurrent.futures.Future
+# Where an answer goes: a `bridge.LoopReply` from the doors, or any object with the completing
+# half of a `concurrent.futures.Future` (tests use those).
+Reply = Any
 
 
 # --- collaborators ----------------------------------------------------------------------------
@@ -363,7 +365,7 @@ class DialogActor(pykka.ThreadingActor):
             return self._handle(message)
         except Exception as exc:
             reply = getattr(message, "reply", None)
-            if isinstance(reply, concurrent.futures.Future) and not reply.done():
+            if reply is not None and not reply.done():
                 reply.set_exception(exc)
             raise  # crash: the directory restarts this dialog from the store
 

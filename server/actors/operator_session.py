@@ -13,7 +13,6 @@ slot reservation); the actor only decides when to write it.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import datetime as dt
 import logging
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Connected:
-    reply: concurrent.futures.Future[Any]
+    reply: Any
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,7 +45,7 @@ class SocketAlive:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Heartbeat:
     status: str
-    reply: concurrent.futures.Future[Any]
+    reply: Any
     max_active_chats_web: int | None = None
     max_active_chats_telegram: int | None = None
 
@@ -82,7 +81,7 @@ class OperatorSessionActor(pykka.ThreadingActor):
         return None
 
     @staticmethod
-    def _answer(reply: concurrent.futures.Future[Any], work: Any) -> None:
+    def _answer(reply: Any, work: Any) -> None:
         try:
             result = work()
         except Exception as exc:  # noqa: BLE001 - handed to the asking door, which re-raises it
