@@ -96,6 +96,7 @@ class Settings:
     ws_max_connections_per_dialog: int = 50
     ws_max_connections: int = 1000
     ws_outbound_queue: int = 256
+    bus_prefix: str = "replyx:bus:"
     log_level: str = "INFO"
     log_format: str = "json"
     auto_migrate: bool = True
@@ -167,6 +168,7 @@ class Settings:
             ws_max_connections_per_dialog=_int(env, "WS_MAX_CONNECTIONS_PER_DIALOG", 50),
             ws_max_connections=_int(env, "WS_MAX_CONNECTIONS", 1000),
             ws_outbound_queue=_int(env, "WS_OUTBOUND_QUEUE", 256),
+            bus_prefix=env.get("BUS_PREFIX") or "replyx:bus:",
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             log_format=(env.get("LOG_FORMAT") or "json").lower(),
             auto_migrate=_flag(env.get("AUTO_MIGRATE"), is_sqlite),

@@ -285,6 +285,7 @@ def build_bus(
         redis_url = settings_or_redis_url
     else:
         redis_url = settings_or_redis_url.redis_url
+        redis_options.setdefault("prefix", settings_or_redis_url.bus_prefix)
     if not redis_url:
         return MemoryEventBus(loop)
     from server.actors.bus_redis import RedisEventBus  # imports redis only when it is used

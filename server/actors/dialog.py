@@ -75,7 +75,7 @@ from server.errors import AppError, ErrorCode, not_found
 from server.store.db import Database
 from server.store.dialog_writes import DialogWrite, NewAudit, NewMessage, last_seq
 from server.store.dialogs import MessageRecord
-from server.store.models import Dialog, DialogMessage, HandoffAudit, User
+from server.store.models import Dialog, DialogMessage, HandoffAudit, HandoffMailMark, User
 from server.store.types import iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ HISTORY_TURNS = 20
 RECENT_CLIENT_IDS = 256
 RELEASE_QUIET_PERIOD = dt.timedelta(minutes=5)  # spec §8.3: no auto-request right after a release
 AI_BLOCKED_REASON = "dialog_taken_over_during_processing"
+SETTLE_TIMEOUT_SECS = 30.0
+UNAVAILABLE_TEXT = "Our assistant is unavailable right now."
 
 # Where an answer goes: a `bridge.LoopReply` from the doors, or any object with the completing
 # half of a `concurrent.futures.Future` (tests use those).
@@ -309,6 +311,10 @@ class DialogActor(pykka.ThreadingActor):
     # -- lifecycle ----------------------------------------------------------------------------
 
     def on_start(self) -> None:
+        # A predecessor may have been passivated or evicted with writes still on their way to
+        # the store: load only once they have settled, or seq and handoff state would be stale.
+        if not self.deps.writer.wait_settled(self.dialog_id, SETTLE_TIMEOUT_SECS):
+            log.warning("dialog %s: earlier writes still unsettled at start", self.dialog_id)
         with self.deps.db.read() as session:
             self._load(session)
 
@@ -354,6 +360,16 @@ class DialogActor(pykka.ThreadingActor):
             if record.sender != "system":
                 name = self.manager_name if record.sender == "manager" else None
                 self.turns.append((record.seq, Turn(record.sender, record.text, name)))
+        if self.handoff.status == HandoffStatus.REQUESTED and self.handoff.requested_at:
+            breached = session.execute(
+                select(HandoffMailMark.sent_at).where(
+                    HandoffMailMark.dialog_id == self.dialog_id,
+                    HandoffMailMark.kind == "sla_breached",
+                    HandoffMailMark.sent_at >= self.handoff.requested_at,
+                )
+            ).first()
+            if breached is not None:
+                self.sla_breached_for = self.handoff.requested_at
         self.released_at = session.execute(
             select(HandoffAudit.created_at)
             .where(HandoffAudit.dialog_id == self.dialog_id, HandoffAudit.to_status == "released")
@@ -496,7 +512,7 @@ class DialogActor(pykka.ThreadingActor):
         if previous is not None:
             previous.cancel.cancel("superseded")
             for waiter in previous.waiters:
-                _resolve(waiter, Posted(question, ai_blocked="superseded"))
+                _resolve(waiter, Posted(previous.question, ai_blocked="superseded"))
         request = AnswerRequest(
             owner_id=facts.owner_id,
             assistant_id=facts.assistant_id,
@@ -528,7 +544,8 @@ class DialogActor(pykka.ThreadingActor):
             if earned:
                 self._refund(result.prepared, f"answer dropped: {reason}")
             if generation is not None:
-                self._publish(self._event(events.TYPING_STOP, sender="assistant"))
+                if not generation.cancel.is_cancelled:  # a cancel already sent typing_stop
+                    self._publish(self._event(events.TYPING_STOP, sender="assistant"))
                 for waiter in generation.waiters:
                     _resolve(waiter, Posted(generation.question, ai_blocked=AI_BLOCKED_REASON,
                                             handed_off=True))
@@ -544,8 +561,23 @@ class DialogActor(pykka.ThreadingActor):
             self._publish(self._event(events.TYPING_STOP, sender="assistant"))
             for waiter in generation.waiters:
                 _resolve(waiter, Posted(generation.question, ai_error=error))
+            if error.status == 402 and not generation.waiters:
+                self._hand_to_a_human(generation.question)
             return
         self._store_answer(generation, outcome)
+
+    def _hand_to_a_human(self, question: MessageRecord) -> None:
+        """A live-chat visitor whose owner cannot pay for an answer (DESIGN.md §7): tell them the
+        assistant is unavailable and queue the dialog for an operator (reason `fallback`)."""
+        now = utcnow()
+        decision = decide(self.handoff, RequestHandoff(
+            request_id=str(uuid.uuid4()), at=now, reason="fallback",
+            last_user_text=question.text[:1000]))
+        notice = self._new_message("system", UNAVAILABLE_TEXT, now)
+        write, after = DialogWrite(self.dialog_id, (notice,)), []
+        if isinstance(decision, Accepted):
+            write, after = self._transition(decision, now, write, after)
+        self._submit(write, lambda records: self._after(records, after), [])
 
     def _store_answer(self, generation: Generation, outcome: AnswerOutcome) -> None:
         facts = self.facts

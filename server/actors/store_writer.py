@@ -56,6 +56,11 @@ class StoreWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopping = False
         self._lock = threading.Lock()
+        # Writes submitted and not yet settled, per dialog: a dialog's next actor waits for
+        # them before it loads its state (its predecessor may have been stopped while they
+        # were on their way, and would otherwise hand out a seq twice).
+        self._pending: dict[int, int] = {}
+        self._settled = threading.Condition(self._lock)
         self.batches = 0
         self.writes = 0
         self.largest_batch = 0
@@ -67,9 +72,28 @@ class StoreWriter:
         """Thread-safe; never blocks. After `stop` the write fails at once."""
         with self._lock:
             if not self._stopping:
+                key = write.dialog_id
+                self._pending[key] = self._pending.get(key, 0) + 1
                 self._inbox.put(WriteRequest(write, on_committed, on_failed))
                 return
         _call(on_failed, WriterStopped("the store writer is stopped"))
+
+    def wait_settled(self, dialog_id: int, timeout_secs: float) -> bool:
+        """Block until no write of this dialog is on its way (False on timeout). Called by a
+        dialog actor's `on_start`, never on the event loop."""
+        with self._settled:
+            return self._settled.wait_for(lambda: dialog_id not in self._pending, timeout_secs)
+
+    def _settle(self, batch: list[WriteRequest]) -> None:
+        with self._settled:
+            for request in batch:
+                key = request.write.dialog_id
+                left = self._pending.get(key, 0) - 1
+                if left > 0:
+                    self._pending[key] = left
+                else:
+                    self._pending.pop(key, None)
+            self._settled.notify_all()
 
     def stop(self, timeout_secs: float = 10.0) -> None:
         """Commit what is queued, then end the thread."""
@@ -110,6 +134,7 @@ class StoreWriter:
                 log.exception("store writer: a write failed",
                               extra={"dialog_id": batch[0].write.dialog_id})
                 _call(batch[0].on_failed, exc)
+                self._settle(batch)
                 return
             log.warning("store writer: a batch of %d failed; retrying one by one", len(batch))
             for request in batch:
@@ -120,6 +145,7 @@ class StoreWriter:
         self.largest_batch = max(self.largest_batch, len(batch))
         for request, records in zip(batch, results, strict=True):
             _call(request.on_committed, records)
+        self._settle(batch)
 
 
 def _call(callback: Callable[..., None], argument: object) -> None:

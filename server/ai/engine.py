@@ -115,13 +115,13 @@ class AnswerEngine:
         profile = request.channel
         embedder = embedder or self._embedder(request)
         snippets = None
-        if embedder is not None:
+        if embedder is not None:  # the embeddings call runs outside the write transaction
             with self._db.read() as session:
-                self._assistant(session, request)
+                assistant = self._assistant(session, request)
                 snippets = self._retrieve(session, request, embedder, track_usage=False)
         with self._db.write() as session:
-            assistant = self._assistant(session, request)
             if snippets is None:
+                assistant = self._assistant(session, request)
                 snippets = self._retrieve(session, request, None, track_usage=True)
             else:
                 record_snippet_usage(session, request.owner_id, snippets)

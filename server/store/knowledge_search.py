@@ -121,6 +121,9 @@ class ScopeCensus:
     assistant_id: int | None
     filled: frozenset[tuple[int | None, bool]]  # (assistant_id or None, qa) of non-empty scopes
 
+    def covers(self, owner_id: int, assistant_id: int | None) -> bool:
+        return owner_id == self.owner_id and assistant_id in (self.assistant_id, None)
+
     def has(self, assistant_id: int | None, qa: bool) -> bool:
         return (assistant_id, qa) in self.filled
 
@@ -156,7 +159,7 @@ def search_chunks(
         return []
     backend = _backend(session)
     scope = _Scope(owner_id, assistant_id, qa)
-    if census is not None and census.owner_id == owner_id:
+    if census is not None and census.covers(owner_id, assistant_id):
         if not census.has(assistant_id, qa):
             return []
     elif not backend.filled(session, [scope])[0]:

@@ -122,6 +122,11 @@ async def _serve_dialog(websocket: WebSocket, services: Services, dialog: Dialog
                         author: UserRecord | None = None) -> None:
     live = services.live_system
     settings = services.settings
+    if since is not None:
+        # A `since` beyond the dialog (a stale client) would make the seq filter drop every
+        # new message up to it: resume from what exists.
+        since = min(since, dialog.last_seq)
+    connection: list[Connection] = []
 
     async def replay(after: int) -> Sequence[Mapping[str, Any]]:
         def read() -> list[dict[str, Any]]:
@@ -135,15 +140,20 @@ async def _serve_dialog(websocket: WebSocket, services: Services, dialog: Dialog
         if isinstance(frame, Typing):
             live.dialogs.tell(dialog.id, TypingCommand(sender))
             return
-        await live.post(
+        posted = await live.post(
             dialog.id, sender=sender, text=frame.text.strip() or frame.text,
             client_message_id=frame.client_message_id,
             author_user_id=author.id if author else None,
             author_name=author.first_name if author else None,
         )
+        if posted.duplicate and connection:
+            # A repeat is answered with the stored message again, as over REST (the live
+            # event went out with the first copy).
+            connection[0].offer(events.message_new(posted.message))
 
     await _run(websocket, services, dialog.id, dialog_channel(dialog.id), since,
-               replay if since is not None else None, on_frame, settings.ws_outbound_queue)
+               replay if since is not None else None, on_frame, settings.ws_outbound_queue,
+               on_connection=connection.append)
 
 
 async def _run(
@@ -155,6 +165,7 @@ async def _run(
     replay: Callable[[int], Awaitable[Sequence[Mapping[str, Any]]]] | None,
     on_frame: Callable[[SendText | Typing], Awaitable[None]] | None,
     queue_size: int,
+    on_connection: Callable[[Connection], None] | None = None,
 ) -> None:
     live = services.live_system
     try:
@@ -164,6 +175,8 @@ async def _run(
     try:
         subscription = await live.bus.subscribe(channel, max_queue=queue_size)
         connection = Connection(websocket, queue_size=queue_size)
+        if on_connection is not None:
+            on_connection(connection)
         live.track(connection)
         try:
             await serve(connection, subscription, dialog_id=dialog_id, since=since,
