@@ -16,7 +16,10 @@ server on 127.0.0.1 and times, per answer:
 - `llm only`  — the same streamed request sent with the bare `openai` SDK: no engine, no key
                 pool, no bookkeeping — just the model's round trip (the baseline);
 - `overhead`  — answer minus the median `llm only`: what the engine itself costs per answer
-                (retrieval, prompt, debit, key pick and reservation, usage row).
+                (retrieval, prompt, debit, key pick and reservation, queuing the usage row);
+- `usage row` — after the answer, the wait until the background writer has committed its usage
+                row (off the answer's path; awaited before the baseline, so that neither the
+                baseline nor the next answer shares the CPU with it).
 
 At the end it checks that every answer left its usage row (the writer is drained on close).
 """
@@ -91,7 +94,8 @@ def fund(database: Database, owner_id: int, answers: int) -> None:
 
 async def measure(engine: AnswerEngine, bare: AsyncOpenAI, owner_id: int, assistant_id: int,
                   questions: list[str], answers: int) -> dict[str, list[float]]:
-    timings: dict[str, list[float]] = {"prepare": [], "stream": [], "answer": [], "llm only": []}
+    timings: dict[str, list[float]] = {"prepare": [], "stream": [], "answer": [], "llm only": [],
+                                       "usage row": []}
     for n in range(answers):
         request = AnswerRequest(owner_id=owner_id, assistant_id=assistant_id,
                                 question=questions[n % len(questions)], channel=WIDGET)
@@ -106,6 +110,10 @@ async def measure(engine: AnswerEngine, bare: AsyncOpenAI, owner_id: int, assist
         timings["prepare"].append((prepared_at - started) * 1000)
         timings["stream"].append((finished - prepared_at) * 1000)
         timings["answer"].append((finished - started) * 1000)
+        # The usage row is written off the answer's path; wait for it here (untimed for the
+        # answer) so that neither the baseline nor the next answer shares the CPU with it.
+        await engine.gateway.flush_usage()
+        timings["usage row"].append((time.perf_counter() - finished) * 1000)
         baseline_started = time.perf_counter()
         stream = await bare.chat.completions.create(
             model=prepared.model, messages=list(prepared.messages), stream=True,
@@ -163,7 +171,7 @@ def main() -> None:
     timings["overhead"] = [value - llm_median for value in timings["answer"]]
     print(f"answer engine, {args.chunks} chunks, {backend}, {args.answers} answers, fake LLM on 127.0.0.1")
     print(f"{'part':<10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for name in ("prepare", "stream", "answer", "llm only", "overhead"):
+    for name in ("prepare", "stream", "answer", "llm only", "overhead", "usage row"):
         values = timings[name]
         print(f"{name:<10} {statistics.median(values):>8.2f} {percentile(values, 0.99):>8.2f}"
               f" {max(values):>8.2f}")
