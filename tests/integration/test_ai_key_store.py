@@ -160,6 +160,22 @@ def test_reserve_counts_once_and_refuses_when_full(
     assert record.last_used is not None
 
 
+def test_release_gives_a_reservation_back_and_never_goes_below_zero(
+    services: Services, add_key: Callable[..., AiKeyRecord]
+) -> None:
+    key = add_key(daily_limit=1)
+    assert _reserve(services, key.id) is True
+    assert _reserve(services, key.id) is False  # full
+    with services.db.write() as session:
+        ai_keys.release(session, key.id)
+    record = _get(services, key.id)
+    assert (record.daily_usage, record.monthly_usage) == (0, 0)
+    with services.db.write() as session:
+        ai_keys.release(session, key.id)
+    assert _get(services, key.id).daily_usage == 0
+    assert _reserve(services, key.id) is True  # the slot is free again
+
+
 def test_reserve_refuses_at_monthly_limit(
     services: Services, add_key: Callable[..., AiKeyRecord]
 ) -> None:

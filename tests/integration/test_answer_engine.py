@@ -21,7 +21,9 @@ from server.ai.prompts import Turn
 from server.billing import do_topup, seed_prices
 from server.context import Services
 from server.errors import AppError
+from server.store import ai_keys, ai_usage
 from server.store import billing as billing_store
+from server.store.ai_keys import AiKeyRecord
 from server.store.models import Assistant, BalanceTransaction, UserKnowledge
 from server.store.users import UserRecord
 
@@ -56,6 +58,28 @@ def _engine(services: Services, **env: str) -> tuple[AnswerEngine, LlmGateway]:
     settings = dataclasses.replace(services.settings, **env)
     gateway = LlmGateway(settings, services.db)
     return AnswerEngine(services.db, gateway), gateway
+
+
+@pytest.fixture
+def add_key(services: Services, fake_openai: FakeOpenAI) -> Callable[..., AiKeyRecord]:  # noqa: F811
+    def add(token: str, **fields: object) -> AiKeyRecord:
+        with services.db.write() as session:
+            return ai_keys.create_key(session, name=token, token=token, model_access="gpt-4o-mini",
+                                      base_url=fake_openai.base_url, **fields)
+
+    return add
+
+
+def _daily_usage(services: Services, key_id: int) -> int:
+    with services.db.read() as session:
+        record = ai_keys.get_key(session, key_id)
+    assert record is not None
+    return record.daily_usage
+
+
+def _usage_rows(services: Services) -> list[ai_usage.UsageRow]:
+    with services.db.read() as session:
+        return ai_usage.recent_usage(session)
 
 
 def _balance(services: Services, user_id: int) -> Decimal:
@@ -183,3 +207,84 @@ def test_embeddings_model_reranks_through_the_embeddings_endpoint(
     with services.db.read() as session:
         used = session.execute(select(UserKnowledge.usage_count)).scalars().all()
     assert sorted(used) == [1, 1]
+
+
+# --- the AI key: reserved in prepare's transaction ------------------------------------------------
+
+
+def test_the_key_is_reserved_in_prepare_and_its_usage_row_follows_the_answer(
+    services: Services, tenant: Tenant, add_key: Callable[..., AiKeyRecord],
+    fake_openai: FakeOpenAI,  # noqa: F811
+) -> None:
+    key = add_key("sk-pool")
+    fake_openai.script("sk-pool", reply("Three days.", prompt_tokens=30, completion_tokens=3))
+    engine, _ = _engine(services)
+    prepared = engine.prepare(_request(tenant))
+    assert _daily_usage(services, key.id) == 1  # counted before anything streams
+
+    async def stream() -> AnswerOutcome:
+        outcome = AnswerOutcome()
+        try:
+            async for _delta in engine.stream(prepared, outcome):
+                pass
+            assert await engine.gateway.flush_usage()
+        finally:
+            await engine.gateway.aclose()
+        return outcome
+
+    outcome = anyio.run(stream)
+    assert outcome.status == "completed" and outcome.text == "Three days."
+    assert fake_openai.keys_called() == ["sk-pool"]
+    assert _daily_usage(services, key.id) == 1  # the stream did not reserve again
+    [row] = _usage_rows(services)
+    assert (row.token_id, row.user_id, row.assistant_id) == (key.id, tenant.owner.id,
+                                                             tenant.assistant_id)
+    assert (row.prompt_tokens, row.completion_tokens, row.success) == (30, 3, True)
+
+
+def test_a_refused_charge_leaves_the_key_unreserved(
+    services: Services, tenant: Tenant, admin: UserRecord,
+    add_key: Callable[..., AiKeyRecord], fake_openai: FakeOpenAI,  # noqa: F811
+) -> None:
+    key = add_key("sk-pool")
+    do_topup(services.db, admin.id, tenant.owner.id, Decimal("-17.00"), None)
+    engine, _ = _engine(services)
+    with pytest.raises(AppError) as refused:
+        engine.prepare(_request(tenant))
+    assert refused.value.status == 402
+    assert _daily_usage(services, key.id) == 0
+    assert fake_openai.requests == []
+
+
+def test_cancel_before_the_stream_starts_gives_the_reservation_back(
+    services: Services, tenant: Tenant, add_key: Callable[..., AiKeyRecord],
+    fake_openai: FakeOpenAI,  # noqa: F811
+) -> None:
+    key = add_key("sk-pool")
+    engine, _ = _engine(services)
+    cancel = CancelToken()
+    cancel.cancel("operator took over")
+    deltas, outcome = anyio.run(_run, engine, _request(tenant), cancel)
+    assert deltas == [] and outcome.status == "cancelled" and outcome.refunded
+    assert _daily_usage(services, key.id) == 0
+    assert fake_openai.requests == [] and _usage_rows(services) == []
+    assert _balance(services, tenant.owner.id) == Decimal("20.00")
+
+
+def test_a_failing_reserved_key_fails_over_to_the_next(
+    services: Services, tenant: Tenant, add_key: Callable[..., AiKeyRecord],
+    fake_openai: FakeOpenAI,  # noqa: F811
+) -> None:
+    first = add_key("sk-first", priority=1)
+    second = add_key("sk-second", priority=2)
+    fake_openai.script("sk-first", fail(500))
+    fake_openai.script("sk-second", reply("Three days."))
+    engine, _ = _engine(services)
+    _deltas, outcome = anyio.run(_run, engine, _request(tenant))
+    assert outcome.status == "completed" and outcome.text == "Three days."
+    assert fake_openai.keys_called() == ["sk-first", "sk-second"]
+    assert (_daily_usage(services, first.id), _daily_usage(services, second.id)) == (1, 1)
+    rows = _usage_rows(services)  # the gateway's close wrote them
+    assert [(row.token_id, row.success) for row in rows] == [(first.id, False),
+                                                              (second.id, True)]
+    assert _balance(services, tenant.owner.id) == Decimal("15.00")

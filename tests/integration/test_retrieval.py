@@ -475,3 +475,54 @@ def test_only_common_words_still_find_the_newest_matches(
     found = texts(ask(services, tenant, "order status", top_k=3))
     assert len(found) == 3
     assert all(text.startswith("Order status") for text in found)
+
+
+# --- one census of the scopes, the best rows picked inside the index --------------------------
+
+
+def test_scope_census_names_exactly_the_scopes_that_hold_chunks(
+    services: Services, make_tenant: Callable[[], Tenant]
+) -> None:
+    tenant, stranger = make_tenant(), make_tenant()
+    with services.db.write() as session:
+        add_knowledge(session, tenant.user_id, tenant.assistant_id, "Tents are waterproof.")
+        add_qa(session, tenant.user_id, None, "Do you ship abroad?", "Yes, to the EU.")
+        add_knowledge(session, stranger.user_id, None, "Someone else's global chunk.")
+        add_qa(session, stranger.user_id, stranger.assistant_id, "Other?", "Not ours.")
+    with services.db.read() as session:
+        census = knowledge_search.scope_census(session, tenant.user_id, tenant.assistant_id)
+        global_only = knowledge_search.scope_census(session, tenant.user_id, None)
+    assert census.filled == {(tenant.assistant_id, False), (None, True)}
+    assert global_only.filled == {(None, True)}
+
+
+def test_tenant_global_qa_pairs_are_the_fallback(services: Services, tenant: Tenant) -> None:
+    with services.db.write() as session:
+        add_qa(session, tenant.user_id, None, "Where is the office?", "At 5 Harbour Road.")
+    assert texts(ask(services, tenant, "office")) == [
+        "Q: Where is the office?\nA: At 5 Harbour Road."
+    ]
+
+
+def test_a_small_limit_returns_the_head_of_the_full_ranking(
+    services: Services, tenant: Tenant
+) -> None:
+    with services.db.write() as session:
+        for n in range(12):
+            # More mentions of "kayak", and shorter texts, rank higher; ids break the ties.
+            words = " ".join(["kayak"] * (1 + n % 4) + ["paddle"] * (n % 3) + ["river"] * n)
+            add_knowledge(session, tenant.user_id, tenant.assistant_id, f"{words}.")
+    with services.db.read() as session:
+        def ranked(limit: int) -> list[tuple[int, float]]:
+            hits = knowledge_search.search_chunks(
+                session, tenant.user_id, tenant.assistant_id, ["kayak", "paddl"], limit
+            )
+            return [(hit.id, hit.score) for hit in hits]
+
+        everything = ranked(50)
+        assert len(everything) == 12
+        assert [score for _id, score in everything] == sorted(
+            (score for _id, score in everything), reverse=True
+        )
+        for limit in (1, 3, 5):
+            assert ranked(limit) == everything[:limit]
