@@ -48,7 +48,6 @@ from server.store import handoff_timers
 from server.store import presence as presence_store
 from server.store.presence import PresenceRecord
 from server.store.types import utcnow
-from server.store.users import UserRecord
 from server.ws.connection import Connection
 from server.ws.limits import ConnectionLimits
 
@@ -185,16 +184,16 @@ class LiveSystem:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    async def operator_connected(self, user: UserRecord) -> None:
+    async def operator_connected(self, user_id: int) -> None:
         reply = self.replies.new()
-        self.operators.tell(user.id, operator_session.Connected(reply))
-        await self._await(reply, self.services.settings.actor_ask_timeout_secs, user.id)
+        self.operators.tell(user_id, operator_session.Connected(reply))
+        await self._await(reply, self.services.settings.actor_ask_timeout_secs, user_id)
 
-    async def operator_disconnected(self, user: UserRecord) -> None:
-        self.operators.tell(user.id, operator_session.Disconnected())
+    async def operator_disconnected(self, user_id: int) -> None:
+        self.operators.tell(user_id, operator_session.Disconnected())
 
-    def operator_alive(self, user: UserRecord) -> None:
-        self.operators.tell(user.id, operator_session.SocketAlive())
+    def operator_alive(self, user_id: int) -> None:
+        self.operators.tell(user_id, operator_session.SocketAlive())
 
     async def heartbeat(self, user_id: int, status: str, max_active_chats_web: int | None,
                         max_active_chats_telegram: int | None) -> PresenceRecord:

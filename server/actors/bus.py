@@ -26,6 +26,7 @@ import asyncio
 import collections
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -63,14 +64,32 @@ class Subscription:
         self._bus = bus
         self._queue: collections.deque[Event] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._sink: Callable[[Event], object] | None = None
+        self._on_close: Callable[[Subscription], object] | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def push_to(self, sink: Callable[[Event], object],
+                on_close: Callable[[Subscription], object] | None = None) -> None:
+        """From now on hand each event straight to `sink` (on the loop, never awaited), after
+        the events already buffered, instead of queueing them for `get()`. A consumer that
+        keeps its own bounded queue (a WebSocket connection) saves a task and a hop per event.
+        `on_close` is called once when the subscription closes (e.g. `bus.stop()`)."""
+        buffered, self._queue = list(self._queue), collections.deque()
+        self._sink, self._on_close = sink, on_close
+        for event in buffered:
+            sink(event)
+        if self.closed and on_close is not None:
+            on_close(self)
 
     def _offer(self, event: Event) -> bool:
         """Called on the loop by the bus; never blocks. False when the event was not queued."""
         if self.closed:
             return False
+        if self._sink is not None:
+            self._sink(event)
+            return True
         if len(self._queue) >= self.max_queue:
             self.overflowed = True
             log.info("bus: subscriber of %s overflowed (%d queued)", self.channel, self.max_queue)
@@ -92,6 +111,9 @@ class Subscription:
         self._queue.clear()
         self._wake()
         self._bus._detach(self)
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close(self)
 
     async def get(self) -> Event | None:
         """The next event, or None once the subscription is closed (one consumer task only)."""

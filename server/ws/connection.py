@@ -23,6 +23,7 @@ resumes from the store by `seq`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -52,6 +53,9 @@ from server.ws.protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+SENDER_LINGER_SECS: Final = 5.0
+_SHARED_RNG = random.Random()  # jitter only; one per connection cost 2.5 KB each
 
 OUTBOUND_QUEUE_SIZE: Final = 256
 HEARTBEAT_INTERVAL_SECS: Final = 25.0
@@ -99,11 +103,20 @@ class Connection:
         self.close_reason = ""
         self.disconnected = False  # the client went away first: no close frame to send
         self._loop = asyncio.get_running_loop()
-        self._outbound: asyncio.Queue[Outbound] = asyncio.Queue(queue_size)
+        # A deque and one waiter rather than an asyncio.Queue (five objects, an Event among
+        # them): per idle socket, every object counts.
+        self._queue_size = queue_size
+        self._outbound: collections.deque[Outbound] = collections.deque()
+        self._sender_waiting: asyncio.Future[None] | None = None
+        # The task that writes queued frames: started when a frame is queued, it ends after
+        # SENDER_LINGER_SECS without one, so an idle socket holds no task for sending.
+        self._sender: asyncio.Task[None] | None = None
+        self._catching_up = True  # until `ready` is written, frames wait in the queue
         self._finished = asyncio.Event()
-        self._write_lock = asyncio.Lock()
-        self._rng = rng or random.Random()
+        self._rng = rng or _SHARED_RNG
         self.last_received = self._loop.time()
+        self._beat_handle: asyncio.TimerHandle | None = None
+        self._next_ping = 0.0
 
     @property
     def closing(self) -> bool:
@@ -131,19 +144,35 @@ class Connection:
     def _enqueue(self, item: Outbound) -> bool:
         if self._finished.is_set():
             return False
-        try:
-            self._outbound.put_nowait(item)
-        except asyncio.QueueFull:
-            log.info("ws: slow consumer, closing (%d frames queued)", self._outbound.maxsize)
+        if len(self._outbound) >= self._queue_size:
+            log.info("ws: slow consumer, closing (%d frames queued)", self._queue_size)
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
             return False
+        self._outbound.append(item)
+        waiting = self._sender_waiting
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+        elif self._sender is None and not self._catching_up:
+            self._start_sender()
         return True
+
+    def _start_sender(self) -> None:
+        self._sender = self._loop.create_task(self._run_sender())
+
+    async def _run_sender(self) -> None:
+        # Unlike the receive loop, the sender may end on its own (it lingers, then goes).
+        try:
+            await self._send_loop()
+        except Exception:
+            log.exception("ws: sending failed")
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _write(self, item: Outbound) -> bool:
         """Write one frame now (waits while the client does not read); False once it is gone.
 
-        The sender task writes what is queued; the replay writes here directly, so a long
-        replay waits on the socket instead of filling the queue that pings and errors share.
+        The catch-up (replay, `ready`) writes here directly, so a long replay waits on the
+        socket instead of filling the queue that pings and errors share; the sender task starts
+        after it, so there is never a second writer (no lock needed).
         """
         if isinstance(item, str):
             text = item
@@ -153,12 +182,11 @@ class Connection:
             except TypeError:  # orjson.JSONEncodeError: a bug in a producer, not the client
                 log.exception("ws: event %r cannot be serialised, dropped", item.get("type"))
                 return True
-        async with self._write_lock:
-            try:
-                await self.websocket.send_text(text)
-            except (WebSocketDisconnect, RuntimeError):
-                self._gone()
-                return False
+        try:
+            await self.websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError):
+            self._gone()
+            return False
         return True
 
     def _gone(self) -> None:
@@ -166,21 +194,49 @@ class Connection:
         self._finished.set()
 
     async def _send_loop(self) -> None:
-        while await self._write(await self._outbound.get()):
-            pass
+        outbound = self._outbound
+        while True:
+            if not outbound:
+                self._sender_waiting = self._loop.create_future()
+                linger = self._loop.call_later(SENDER_LINGER_SECS, _settle, self._sender_waiting)
+                try:
+                    await self._sender_waiting
+                finally:
+                    self._sender_waiting = None
+                    linger.cancel()
+                if not outbound:  # nothing came while lingering: let the task go
+                    self._sender = None
+                    return
+            if not await self._write(outbound.popleft()):
+                return  # the client is gone (_write marked it)
 
-    async def _heartbeat_loop(self) -> None:
-        next_ping = self._loop.time() + self.heartbeat.next_delay(self._rng)
-        while not self.closing:
-            now = self._loop.time()
-            idle_deadline = self.last_received + self.heartbeat.idle_timeout_secs
-            if now >= idle_deadline:
-                self.close(CloseCode.GOING_AWAY, "idle timeout")
-                return
-            if now >= next_ping:
-                self._enqueue(PING)
-                next_ping = now + self.heartbeat.next_delay(self._rng)
-            await asyncio.sleep(min(next_ping, idle_deadline) - now)
+    def _start_heartbeat(self) -> None:
+        """Pings and the idle check run on a timer, not a task: an idle connection costs a
+        timer handle rather than a coroutine frame (10,000 idle sockets add up)."""
+        self._next_ping = self._loop.time() + self.heartbeat.next_delay(self._rng)
+        self._schedule_beat()
+
+    def _schedule_beat(self) -> None:
+        idle_deadline = self.last_received + self.heartbeat.idle_timeout_secs
+        self._beat_handle = self._loop.call_at(min(self._next_ping, idle_deadline), self._beat)
+
+    def _beat(self) -> None:
+        self._beat_handle = None
+        if self.closing:
+            return
+        now = self._loop.time()
+        if now >= self.last_received + self.heartbeat.idle_timeout_secs:
+            self.close(CloseCode.GOING_AWAY, "idle timeout")
+            return
+        if now >= self._next_ping:
+            self._enqueue(PING)
+            self._next_ping = now + self.heartbeat.next_delay(self._rng)
+        self._schedule_beat()
+
+    def _stop_heartbeat(self) -> None:
+        if self._beat_handle is not None:
+            self._beat_handle.cancel()
+            self._beat_handle = None
 
     async def _receive_loop(self, on_frame: FrameHandler | None) -> None:
         abuse = _Abuse()
@@ -298,56 +354,80 @@ async def serve(
     """
     if replay is not None and (since is None or dialog_id is None):
         raise ValueError("replay needs a dialog_id and since")
-    tasks = [
-        _start(connection, connection._send_loop()),
-        _start(connection, connection._receive_loop(on_frame)),
-        _start(connection, connection._heartbeat_loop()),
-        _start(connection, _forward(connection, subscription, dialog_id, since, replay)),
-    ]
+    tasks = [_start(connection, lambda: connection._receive_loop(on_frame))]
+    connection._start_heartbeat()
     try:
-        await connection.wait_closed()
+        if await _catch_up(connection, subscription, dialog_id, since, replay):
+            connection._catching_up = False
+            if connection._outbound:
+                connection._start_sender()
+            await connection.wait_closed()
     finally:
+        connection._stop_heartbeat()
+        if connection._sender is not None:
+            tasks.append(connection._sender)
         for task in tasks:
             task.cancel()
-        subscription.close()
-        # asyncio.wait, not gather: if serve() is itself being cancelled (a server or a test
-        # client tearing the task down), the CancelledError raised here must be the caller's,
-        # not one copied from a child task, or anyio cancel scopes would not recognise it.
+        # wait, not gather: a child's CancelledError must not escape an enclosing anyio scope
         await asyncio.wait(tasks)
+        subscription.close()
         await connection._write_close()
 
 
-async def _forward(
+async def _catch_up(
     connection: Connection,
     subscription: Subscription,
     dialog_id: int | None,
     since: int | None,
     replay: Replay | None,
-) -> None:
+) -> bool:
+    """Replay, `ready`, then switch the subscription to pushing live events straight into the
+    connection's queue (no task per connection for it). False if the socket went meanwhile."""
     seqs = _SeqFilter(dialog_id, since)
     if replay is not None and since is not None:
-        for event in await replay(since):
+        try:
+            stored = await replay(since)
+        except Exception:
+            log.exception("ws: replay failed")
+            connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+            return False
+        for event in stored:
             if seqs.admit(event) and not await connection._write(event):
-                return
+                return False
     if not await connection._write(ready_frame(dialog_id, seqs.last_seq)):
-        return
-    async for event in subscription:
-        if seqs.admit(event) and not connection.offer(event):
-            return  # closing: a full queue already asked for 4008
-    if subscription.overflowed:
-        connection.close(CloseCode.SLOW_CONSUMER, "slow consumer")
-    else:  # closed by bus.stop() at shutdown, or by the door
-        connection.close(CloseCode.GOING_AWAY, "server going away")
+        return False
+
+    def push(event: Mapping[str, Any]) -> None:
+        if seqs.admit(event):
+            connection.offer(event)  # a full queue closes the connection with 4008
+
+    def closed(sub: Subscription) -> None:
+        if sub.overflowed:
+            connection.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+        else:  # closed by bus.stop() at shutdown, or by the door
+            connection.close(CloseCode.GOING_AWAY, "server going away")
+
+    subscription.push_to(push, closed)
+    return True
 
 
-def _start(connection: Connection, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _start(
+    connection: Connection, work: Callable[[], Coroutine[Any, Any, None]]
+) -> asyncio.Task[None]:
+    # The coroutine is made inside the task: a task cancelled before its first step then
+    # leaves no never-awaited coroutine behind.
     return asyncio.get_running_loop().create_task(_guarded(connection, work))
 
 
-async def _guarded(connection: Connection, work: Coroutine[Any, Any, None]) -> None:
+async def _guarded(connection: Connection, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Any task ending on its own ends the connection; an unexpected error closes it 1011."""
     try:
-        await work
+        await work()
     except Exception:
         log.exception("ws: connection task failed")
         connection.close(CloseCode.INTERNAL_ERROR, "internal error")

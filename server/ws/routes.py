@@ -14,6 +14,7 @@ become calls to the dialog's actor, exactly like the REST doors.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -40,6 +41,8 @@ from server.ws.protocol import SendText, Typing
 log = logging.getLogger(__name__)
 
 MAX_SINCE = 2**31 - 1
+
+Serve = Callable[[], Awaitable[None]]
 
 
 class Refused(Exception):
@@ -117,41 +120,50 @@ async def _dialog(services: Services, dialog_id: int,
 # --- serving a dialog --------------------------------------------------------------------------
 
 
-async def _serve_dialog(websocket: WebSocket, services: Services, dialog: DialogRecord,
-                        since: int | None, *, sender: str,
-                        author: UserRecord | None = None) -> None:
-    live = services.live_system
-    settings = services.settings
+def _serving(websocket: WebSocket, services: Services, dialog: DialogRecord, since: int | None,
+             *, sender: str, author: UserRecord | None = None) -> Serve:
+    """What to run for the rest of the socket's life; it keeps only ids and names, not the
+    records the checks loaded (an idle socket should hold as little as possible)."""
     if since is not None:
         # A `since` beyond the dialog (a stale client) would make the seq filter drop every
         # new message up to it: resume from what exists.
         since = min(since, dialog.last_seq)
+    return functools.partial(
+        _serve_dialog, websocket, services, dialog.id, since, sender,
+        author.id if author else None, author.first_name if author else None,
+    )
+
+
+async def _serve_dialog(websocket: WebSocket, services: Services, dialog_id: int,
+                        since: int | None, sender: str, author_id: int | None,
+                        author_name: str | None) -> None:
+    live = services.live_system
+    settings = services.settings
     connection: list[Connection] = []
 
     async def replay(after: int) -> Sequence[Mapping[str, Any]]:
         def read() -> list[dict[str, Any]]:
             with services.db.read() as session:
-                records = dialog_store.list_messages(session, dialog.id, after)
+                records = dialog_store.list_messages(session, dialog_id, after)
             return [events.message_new(record) for record in records]
 
         return await to_thread.run_sync(read)
 
     async def on_frame(frame: SendText | Typing) -> None:
         if isinstance(frame, Typing):
-            live.dialogs.tell(dialog.id, TypingCommand(sender))
+            live.dialogs.tell(dialog_id, TypingCommand(sender))
             return
         posted = await live.post(
-            dialog.id, sender=sender, text=frame.text.strip() or frame.text,
+            dialog_id, sender=sender, text=frame.text.strip() or frame.text,
             client_message_id=frame.client_message_id,
-            author_user_id=author.id if author else None,
-            author_name=author.first_name if author else None,
+            author_user_id=author_id, author_name=author_name,
         )
         if posted.duplicate and connection:
             # A repeat is answered with the stored message again, as over REST (the live
             # event went out with the first copy).
             connection[0].offer(events.message_new(posted.message))
 
-    await _run(websocket, services, dialog.id, dialog_channel(dialog.id), since,
+    await _run(websocket, services, dialog_id, dialog_channel(dialog_id), since,
                replay if since is not None else None, on_frame, settings.ws_outbound_queue,
                on_connection=connection.append)
 
@@ -187,14 +199,15 @@ async def _run(
         live.ws_limits.release(dialog_id)
 
 
-async def _door(websocket: WebSocket, body: Callable[[Services], Awaitable[None]]) -> None:
-    """Accept, run the door's body, and turn a refusal into its close code."""
+async def _door(websocket: WebSocket, checks: Callable[[Services], Awaitable[Serve]]) -> None:
+    """Accept, run the door's checks, then serve; a refusal becomes its close code."""
     await websocket.accept()
     services = _services(websocket)
     try:
         if services.live is None:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "live chat is not running")
-        await body(services)
+        run = await checks(services)
+        await run()
     except Refused as refused:
         await _close(websocket, refused.code, refused.reason)
     except Exception:
@@ -214,52 +227,56 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 
 def _visitor_door(widget: bool) -> Callable[[WebSocket], Awaitable[None]]:
     async def door(websocket: WebSocket) -> None:
-        async def body(services: Services) -> None:
+        async def checks(services: Services) -> Serve:
             dialog_id = _dialog_id(websocket)
             since = _since(websocket)
             site = await _visitor(services, websocket, widget)
             dialog = await _dialog(services, dialog_id, lambda d: visitor_owns(d, site))
-            await _serve_dialog(websocket, services, dialog, since, sender="user")
+            return _serving(websocket, services, dialog, since, sender="user")
 
-        await _door(websocket, body)
+        await _door(websocket, checks)
 
     return door
 
 
 async def operator_dialog_door(websocket: WebSocket) -> None:
-    async def body(services: Services) -> None:
+    async def checks(services: Services) -> Serve:
         dialog_id = _dialog_id(websocket)
         since = _since(websocket)
         user = await _user(services, websocket.query_params.get("token"))
         dialog = await _dialog(services, dialog_id, lambda d: user_may_act(d, user))
-        await _serve_dialog(websocket, services, dialog, since, sender="manager", author=user)
+        return _serving(websocket, services, dialog, since, sender="manager", author=user)
 
-    await _door(websocket, body)
+    await _door(websocket, checks)
 
 
 async def operator_feed_door(websocket: WebSocket) -> None:
-    async def body(services: Services) -> None:
+    async def checks(services: Services) -> Serve:
         user = await _user(services, websocket.query_params.get("token"))
-        live = services.live_system
-        await live.operator_connected(user)
-        beats = asyncio.get_running_loop().create_task(
-            _report_alive(live, user, services.settings.operator_heartbeat_interval_seconds))
-        try:
-            await _run(websocket, services, None, owner_channel(user.id), None, None, None,
-                       services.settings.ws_outbound_queue)
-        finally:
-            beats.cancel()
-            await live.operator_disconnected(user)
+        return functools.partial(_serve_feed, websocket, services, user.id)
 
-    await _door(websocket, body)
+    await _door(websocket, checks)
 
 
-async def _report_alive(live: Any, user: UserRecord, interval_secs: float) -> None:
+async def _serve_feed(websocket: WebSocket, services: Services, user_id: int) -> None:
+    live = services.live_system
+    await live.operator_connected(user_id)
+    beats = asyncio.get_running_loop().create_task(
+        _report_alive(live, user_id, services.settings.operator_heartbeat_interval_seconds))
+    try:
+        await _run(websocket, services, None, owner_channel(user_id), None, None, None,
+                   services.settings.ws_outbound_queue)
+    finally:
+        beats.cancel()
+        await live.operator_disconnected(user_id)
+
+
+async def _report_alive(live: Any, user_id: int, interval_secs: float) -> None:
     """While the feed is open (the socket answers our pings or it is closed for silence), the
     operator counts as online: the socket's liveness is their heartbeat."""
     while True:
         await asyncio.sleep(interval_secs)
-        live.operator_alive(user)
+        live.operator_alive(user_id)
 
 
 def routes() -> list[WebSocketRoute]:

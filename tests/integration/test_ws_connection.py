@@ -61,6 +61,8 @@ class Backend:
     connections: list[Connection] = field(default_factory=list)
     # Commit and publish one more message while the door reads the replay (the resume race).
     race_on_replay: bool = False
+    # Publish this many messages while the door reads the replay (a burst during catch-up).
+    flood_on_replay: int = 0
     bus: EventBus | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -85,6 +87,8 @@ class Backend:
         async def replay(since: int) -> list[Event]:
             if self.race_on_replay:
                 await self.post(dialog_id, "raced")
+            for _ in range(self.flood_on_replay):
+                await self.post(dialog_id, "burst")
             return [event for event in self.messages.get(dialog_id, []) if event["seq"] > since]
 
         return replay
@@ -389,10 +393,13 @@ def test_full_outbound_queue_closes_with_4008(client: TestClient) -> None:
     assert len(frames) <= 4
 
 
-def test_overflowed_subscription_closes_with_4008(client: TestClient, backend: Backend) -> None:
-    with client.websocket_connect("/ws/dialogs/16?sub=5") as ws:
-        receive_frame(ws)  # ready
-        ws.send_json({"type": "message", "text": "flood:50"})
+def test_a_burst_overflowing_the_catch_up_buffer_closes_with_4008(
+    client: TestClient, backend: Backend
+) -> None:
+    # Live events wait in the subscription while the replay is read (after it they go straight
+    # to the connection's own queue): a burst beyond its bound means resume from the store.
+    backend.flood_on_replay = 50
+    with client.websocket_connect("/ws/dialogs/16?sub=5&since=0") as ws:
         _, code, _ = frames_until_close(ws)
     assert code == CloseCode.SLOW_CONSUMER
     assert backend.bus is not None and backend.bus.overflows == 1
