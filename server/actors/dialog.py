@@ -805,7 +805,9 @@ class DialogActor(pykka.ThreadingActor):
         return events.envelope(event_type, self.dialog_id, self.last_seq, **fields)
 
 
-_DIALOG_ONLY = frozenset({events.TYPING_START, events.TYPING_STOP, events.AI_DELTA})
+# Events the operator feed does not carry: streaming detail and notices meant for the visitor.
+_DIALOG_ONLY = frozenset({events.TYPING_START, events.TYPING_STOP, events.AI_DELTA,
+                          events.MESSAGE_RECEIVED})
 
 
 async def generate_answer(

@@ -343,12 +343,14 @@ async def serve(
     since: int | None = None,
     replay: Replay | None = None,
     on_frame: FrameHandler | None = None,
+    skip_types: frozenset[str] = frozenset(),
 ) -> None:
     """Run one connection until it closes; see the module docstring.
 
     `dialog_id` None is the operator feed: no replay and no de-duplication (its seqs belong to
     many dialogs). `replay(since)` returns the stored message:new events with seq > since in seq
-    order; it needs `since`. `on_frame` handles SendText/Typing (None: they are refused with an
+    order; it needs `since`. Live events whose type is in `skip_types` are not sent (a notice
+    meant for the other side of the dialog). `on_frame` handles SendText/Typing (None: they are refused with an
     `error` frame); an `AppError` it raises becomes an `error` frame with its code and detail.
     Client frames are handled one at a time, in order: a slow `on_frame` delays the next read.
     """
@@ -357,7 +359,7 @@ async def serve(
     tasks = [_start(connection, lambda: connection._receive_loop(on_frame))]
     connection._start_heartbeat()
     try:
-        if await _catch_up(connection, subscription, dialog_id, since, replay):
+        if await _catch_up(connection, subscription, dialog_id, since, replay, skip_types):
             connection._catching_up = False
             if connection._outbound:
                 connection._start_sender()
@@ -380,6 +382,7 @@ async def _catch_up(
     dialog_id: int | None,
     since: int | None,
     replay: Replay | None,
+    skip_types: frozenset[str] = frozenset(),
 ) -> bool:
     """Replay, `ready`, then switch the subscription to pushing live events straight into the
     connection's queue (no task per connection for it). False if the socket went meanwhile."""
@@ -398,7 +401,7 @@ async def _catch_up(
         return False
 
     def push(event: Mapping[str, Any]) -> None:
-        if seqs.admit(event):
+        if event.get("type") not in skip_types and seqs.admit(event):
             connection.offer(event)  # a full queue closes the connection with 4008
 
     def closed(sub: Subscription) -> None:

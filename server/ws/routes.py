@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_SINCE = 2**31 - 1
 
 Serve = Callable[[], Awaitable[None]]
+# Notices for the visitor that an operator's socket of the same dialog does not need.
+VISITOR_ONLY = frozenset({events.MESSAGE_RECEIVED})
 
 
 class Refused(Exception):
@@ -165,7 +167,8 @@ async def _serve_dialog(websocket: WebSocket, services: Services, dialog_id: int
 
     await _run(websocket, services, dialog_id, dialog_channel(dialog_id), since,
                replay if since is not None else None, on_frame, settings.ws_outbound_queue,
-               on_connection=connection.append)
+               on_connection=connection.append,
+               skip_types=VISITOR_ONLY if sender == "manager" else frozenset())
 
 
 async def _run(
@@ -178,6 +181,7 @@ async def _run(
     on_frame: Callable[[SendText | Typing], Awaitable[None]] | None,
     queue_size: int,
     on_connection: Callable[[Connection], None] | None = None,
+    skip_types: frozenset[str] = frozenset(),
 ) -> None:
     live = services.live_system
     try:
@@ -192,7 +196,7 @@ async def _run(
         live.track(connection)
         try:
             await serve(connection, subscription, dialog_id=dialog_id, since=since,
-                        replay=replay, on_frame=on_frame)
+                        replay=replay, on_frame=on_frame, skip_types=skip_types)
         finally:
             live.untrack(connection)
     finally:

@@ -109,3 +109,28 @@ def test_refusals_close_with_their_codes(
             ws.receive_json()
     assert closed.value.code == code
 
+
+
+def test_the_received_notice_goes_to_the_visitor_only(
+    client: TestClient, services: Services, user: UserRecord, auth_headers: Headers
+) -> None:
+    headers = auth_headers(user)
+    visitor = open_visitor(client, services, user, headers)
+    assert client.post(f"/api/dialogs/{visitor.dialog_id}/takeover",
+                       headers=headers).status_code == 200
+    query = f"site_token={visitor.site_token}&guest_id={visitor.guest_id}"
+    with client.websocket_connect(f"/ws/site/dialogs/{visitor.dialog_id}?{query}&since=0") as ws, \
+            client.websocket_connect(
+                f"/ws/dialogs/{visitor.dialog_id}?token={token_of(headers)}&since=0") as op:
+        receive_until(ws, lambda f: f["type"] == "ready")
+        receive_until(op, lambda f: f["type"] == "ready")
+
+        ws.send_json({"type": "message", "text": "Hello?"})
+        ws.send_json({"type": "message", "text": "Still there?"})
+        seen_by_visitor = receive_until(ws, lambda f: f["type"] == "message_received"
+                                        and f["seq"] == 3)
+        seen_by_operator = receive_until(op, lambda f: f["type"] == "message:new"
+                                         and f["seq"] == 3)
+
+    assert [f["type"] for f in seen_by_visitor].count("message_received") == 2
+    assert all(f["type"] != "message_received" for f in seen_by_operator)
