@@ -17,6 +17,7 @@ waiting in its inbox at once, which pykka's one-message-at-a-time handler cannot
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -55,12 +56,16 @@ class StoreWriter:
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopping = False
-        self._lock = threading.Lock()
+        self._stop_lock = threading.Lock()
         # Writes submitted and not yet settled, per dialog: a dialog's next actor waits for
         # them before it loads its state (its predecessor may have been stopped while they
-        # were on their way, and would otherwise hand out a seq twice).
+        # were on their way, and would otherwise hand out a seq twice). The lock guards only
+        # this dict, for O(1) per submit and per dialog of a batch: a lock held longer on this
+        # path (every message passes here) made the actor threads queue up behind the writer.
         self._pending: dict[int, int] = {}
-        self._settled = threading.Condition(self._lock)
+        self._pending_lock = threading.Lock()
+        self._settled = threading.Condition(threading.Lock())
+        self._waiters = 0
         self.batches = 0
         self.writes = 0
         self.largest_batch = 0
@@ -69,41 +74,57 @@ class StoreWriter:
         self._thread.start()
 
     def submit(self, write: DialogWrite, on_committed: Committed, on_failed: Failed) -> None:
-        """Thread-safe; never blocks. After `stop` the write fails at once."""
-        with self._lock:
-            if not self._stopping:
-                key = write.dialog_id
-                self._pending[key] = self._pending.get(key, 0) + 1
-                self._inbox.put(WriteRequest(write, on_committed, on_failed))
-                return
-        _call(on_failed, WriterStopped("the store writer is stopped"))
+        """Thread-safe; never blocks. After `stop` the write fails (at once, or when `stop`
+        drains what arrived while it was stopping)."""
+        if self._stopping:
+            _call(on_failed, WriterStopped("the store writer is stopped"))
+            return
+        key = write.dialog_id
+        with self._pending_lock:
+            self._pending[key] = self._pending.get(key, 0) + 1
+        self._inbox.put(WriteRequest(write, on_committed, on_failed))
 
     def wait_settled(self, dialog_id: int, timeout_secs: float) -> bool:
         """Block until no write of this dialog is on its way (False on timeout). Called by a
         dialog actor's `on_start`, never on the event loop."""
         with self._settled:
-            return self._settled.wait_for(lambda: dialog_id not in self._pending, timeout_secs)
+            self._waiters += 1
+            try:
+                return self._settled.wait_for(lambda: dialog_id not in self._pending,
+                                              timeout_secs)
+            finally:
+                self._waiters -= 1
 
     def _settle(self, batch: list[WriteRequest]) -> None:
-        with self._settled:
-            for request in batch:
-                key = request.write.dialog_id
-                left = self._pending.get(key, 0) - 1
+        done = collections.Counter(request.write.dialog_id for request in batch)
+        with self._pending_lock:
+            for key, count in done.items():
+                left = self._pending.get(key, 0) - count
                 if left > 0:
                     self._pending[key] = left
                 else:
                     self._pending.pop(key, None)
-            self._settled.notify_all()
+        if self._waiters:
+            with self._settled:
+                self._settled.notify_all()
 
     def stop(self, timeout_secs: float = 10.0) -> None:
-        """Commit what is queued, then end the thread."""
-        with self._lock:
+        """Commit what is queued, then end the thread; a write that raced the stop fails."""
+        with self._stop_lock:
             if self._stopping:
                 return
             self._stopping = True
             self._inbox.put(_STOP)
         if self._thread.is_alive():
             self._thread.join(timeout_secs)
+        while True:
+            try:
+                late = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(late, WriteRequest):
+                _call(late.on_failed, WriterStopped("the store writer is stopped"))
+                self._settle([late])
 
     # --- the writer thread ----------------------------------------------------------------
 
