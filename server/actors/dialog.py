@@ -32,7 +32,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import pykka
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -58,6 +57,7 @@ from server.actors.handoff import (
     sla_deadline,
 )
 from server.actors.handoff_detector import MAX_CONSECUTIVE_FALLBACKS, detect
+from server.actors.runtime import ThreadActor
 from server.actors.store_writer import StoreWriter
 from server.ai.cancel import CancelToken
 from server.ai.engine import (
@@ -291,7 +291,7 @@ class _Facts:
     has_first_response: bool
 
 
-class DialogActor(pykka.ThreadingActor):
+class DialogActor(ThreadActor):
     def __init__(self, dialog_id: int, deps: DialogDeps) -> None:
         super().__init__()
         self.dialog_id = dialog_id

@@ -144,8 +144,8 @@ REQUEST_PATTERNS: tuple[_Pattern, ...] = (
        r"|\b(?:опять|снова)\s+не\b|\bбесполезн\w*|\bничего\s+не\s+помога\w*", 0.6),
     # English.
     _p("en_need_a_human",
-       rf"\b(?:need|want|get|give\s+me|connect\s+me\s+(?:to|with))\s+(?:an?\s+|the\s+|your\s+)?"
-       rf"(?:real\s+|live\s+|actual\s+)?(?:human|operator|agent|representative|person)\b", 1.0),
+       r"\b(?:need|want|get|give\s+me|connect\s+me\s+(?:to|with))\s+(?:an?\s+|the\s+|your\s+)?"
+       r"(?:real\s+|live\s+|actual\s+)?(?:human|operator|agent|representative|person)\b", 1.0),
     _p("en_talk_to_a_person",
        rf"\b{_TALK_EN}\s+(?:an?\s+|the\s+|your\s+|some\s+)?(?:real\s+|live\s+"
        rf"|actual\s+)?{_PERSON_EN}\b", 0.9),

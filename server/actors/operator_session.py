@@ -18,8 +18,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-import pykka
-
+from server.actors.runtime import ThreadActor
 from server.store import presence as presence_store
 from server.store.db import Database
 from server.store.types import utcnow
@@ -50,7 +49,7 @@ class Heartbeat:
     max_active_chats_telegram: int | None = None
 
 
-class OperatorSessionActor(pykka.ThreadingActor):
+class OperatorSessionActor(ThreadActor):
     def __init__(self, user_id: int, db: Database, debounce_secs: float) -> None:
         super().__init__()
         self.user_id = user_id

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from itertools import takewhile
 from typing import Any
 
+import pykka
 from pykka import ActorDeadError, ActorRef, ActorRegistry, Timeout
 from pykka._envelope import Envelope  # pykka-private, see bridge.py
 from pykka.messages import _ActorStop
@@ -50,6 +51,19 @@ DEFAULT_STOP_TIMEOUT_SECS = 10.0
 
 ActorFactory = Callable[[Hashable], ActorRef[Any]]
 ReplySlot = concurrent.futures.Future[Any] | None  # where an ask's answer goes; None for a tell
+
+
+class ThreadActor(pykka.ThreadingActor):
+    """Base of our actors: a pykka thread actor whose inbox is a `queue.SimpleQueue`.
+
+    pykka only puts, gets and checks `empty()` on an inbox; the C-implemented SimpleQueue does
+    that without the lock and two conditions of `queue.Queue`, and every message of every
+    dialog passes through one.
+    """
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return queue.SimpleQueue()
 
 
 class DirectoryClosed(RuntimeError):
@@ -207,7 +221,7 @@ class Directory:
                 del self._entries[key]
             ActorRegistry.unregister(ref)
             ref.actor_stopped.set()  # its loop exits, answering queued messages ActorDeadError
-        actor = ref._actor_weakref()  # noqa: SLF001 -- on_failure lives on the actor object
+        actor = ref._actor_weakref()
         if actor is not None:
             try:
                 actor.on_failure(type(error), error, error.__traceback__)
