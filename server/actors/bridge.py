@@ -16,6 +16,7 @@ gives no way to choose the reply future's class; everything else uses pykka's pu
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import sys
@@ -201,13 +202,13 @@ class LoopReply:
         self._hub.deliver(self._future, value, error)
 
     async def wait(self, timeout_secs: float, what: str) -> Any:
-        """The answer; AskTimeout after `timeout_secs` (the actor may still answer later)."""
-        handle = self._hub.loop.call_later(timeout_secs, _expire, self._future, what,
-                                           timeout_secs)
-        try:
-            return await self._future
-        finally:
-            handle.cancel()
+        """The answer; AskTimeout after `timeout_secs` (the actor may still answer later).
+
+        The timeout is enforced by the hub's sweep, up to `TIMEOUT_RESOLUTION_SECS` late: a
+        timer handle per ask kept a heap of thousands of handles under load, each push and
+        pop comparing handles in Python."""
+        self._hub.expire_after(timeout_secs, self._future, what)
+        return await self._future
 
 
 def _expire(future: asyncio.Future[Any], what: str, timeout_secs: float) -> None:
@@ -215,8 +216,12 @@ def _expire(future: asyncio.Future[Any], what: str, timeout_secs: float) -> None
         future.set_exception(AskTimeout(f"no reply from {what} within {timeout_secs} s"))
 
 
+TIMEOUT_RESOLUTION_SECS = 0.25
+
+
 class LoopReplies:
-    """Hands completions of `LoopReply`s to the loop in batches (one wake-up per batch)."""
+    """Hands completions of `LoopReply`s to the loop in batches (one wake-up per batch), and
+    expires the ones nobody answered in time."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -224,6 +229,32 @@ class LoopReplies:
         self._pending: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         self._scheduled = False
         self._loop_thread = threading.get_ident() if _running_loop() is loop else None
+        # One FIFO per timeout length: within it, deadlines come in order, so expiring is
+        # popping from the left (a few distinct lengths are in use: asks, answers).
+        self._deadlines: dict[float, collections.deque[tuple[float, asyncio.Future[Any], str]]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def expire_after(self, timeout_secs: float, future: asyncio.Future[Any], what: str) -> None:
+        """On the loop: fail `future` with AskTimeout if it is not done in `timeout_secs`."""
+        waiting = self._deadlines.get(timeout_secs)
+        if waiting is None:
+            waiting = self._deadlines[timeout_secs] = collections.deque()
+        waiting.append((self.loop.time() + timeout_secs, future, what))
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(TIMEOUT_RESOLUTION_SECS, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._sweep = None
+        now = self.loop.time()
+        for timeout_secs, waiting in list(self._deadlines.items()):
+            while waiting and (waiting[0][0] <= now or waiting[0][1].done()):
+                _deadline, future, what = waiting.popleft()
+                if not future.done():
+                    _expire(future, what, timeout_secs)
+            if not waiting:
+                del self._deadlines[timeout_secs]
+        if self._deadlines:
+            self._sweep = self.loop.call_later(TIMEOUT_RESOLUTION_SECS, self._expire_due)
 
     def new(self) -> LoopReply:
         return LoopReply(self)

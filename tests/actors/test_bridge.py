@@ -89,3 +89,31 @@ def test_run_on_loop_with_a_closed_loop_reports_the_error_at_once() -> None:
 
     run_on_loop(loop, never_started, outcomes.append)
     assert len(outcomes) == 1 and isinstance(outcomes[0], RuntimeError)
+
+
+async def test_loop_replies_carry_answers_from_threads_in_order() -> None:
+    from server.actors.bridge import LoopReplies
+
+    hub = LoopReplies(asyncio.get_running_loop())
+    replies = [hub.new() for _ in range(50)]
+
+    def answer_all() -> None:
+        for number, reply in enumerate(replies):
+            reply.set_result(number)
+        replies[0].set_result("late second answer, ignored")
+
+    threading.Thread(target=answer_all).start()
+    assert [await reply.wait(5.0, "test") for reply in replies] == list(range(50))
+
+
+async def test_a_loop_reply_nobody_answers_times_out() -> None:
+    from server.actors.bridge import LoopReplies
+
+    hub = LoopReplies(asyncio.get_running_loop())
+    answered, silent = hub.new(), hub.new()
+    answered.set_exception(ValueError("refused"))
+
+    with pytest.raises(ValueError, match="refused"):
+        await answered.wait(0.1, "answered")
+    with pytest.raises(AskTimeout, match="silent"):
+        await silent.wait(0.1, "silent")
