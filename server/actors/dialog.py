@@ -72,6 +72,7 @@ from server.ai.engine import (
 )
 from server.ai.prompts import Turn
 from server.errors import AppError, ErrorCode, not_found
+from server.handoff_view import state_of
 from server.store.db import Database
 from server.store.dialog_writes import DialogWrite, NewAudit, NewMessage, last_seq
 from server.store.dialogs import MessageRecord
@@ -329,16 +330,7 @@ class DialogActor(ThreadActor):
         ).scalar_one_or_none()
         self.facts = _Facts(row.user_id, row.assistant_id, row.channel, first_user_at,
                             row.first_response_time is not None)
-        self.handoff = HandoffState(
-            status=HandoffStatus(row.handoff_status or "none"),
-            reason=row.handoff_reason,
-            request_id=row.request_id,
-            requested_at=row.handoff_requested_at,
-            started_at=row.handoff_started_at,
-            resolved_at=row.handoff_resolved_at,
-            assigned_manager_id=row.assigned_manager_id,
-            is_taken_over=bool(row.is_taken_over),
-        )
+        self.handoff = state_of(row)
         if row.assigned_manager_id is not None:
             self.manager_name = session.execute(
                 select(User.first_name).where(User.id == row.assigned_manager_id)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from server.actors.events import message_payload
 from server.assistants import access_assistant
 from server.context import Services
 from server.errors import not_found
@@ -155,17 +156,8 @@ def render_list_row(row: queries.DialogListRow) -> dict[str, Any]:
 
 def render_message(message: MessageRecord) -> dict[str, Any]:
     """One message wherever it appears (DESIGN §5), with the dashboard's `message_kind`."""
-    return {
-        "id": message.id,
-        "dialog_id": message.dialog_id,
-        "seq": message.seq,
-        "sender": message.sender,
-        "text": message.text,
-        "timestamp": iso(message.timestamp),
-        "message_kind": KIND_OF_SENDER.get(message.sender, message.sender),
-        "system_type": message.system_type,
-        "client_message_id": message.client_message_id,
-    }
+    return {**message_payload(message),
+            "message_kind": KIND_OF_SENDER.get(message.sender, message.sender)}
 
 
 def summary_title(dialog: DialogRecord) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from server.actors.dialog import Posted
+from server.actors.events import message_payload
 from server.dialog_access import dialog_for
 from server.errors import AppError, ErrorCode
 from server.http.handoff import take_over
@@ -46,14 +47,7 @@ class DashboardMessageIn(Strict):
 
 
 def render_legacy_message(message: MessageRecord) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "sender": message.sender,
-        "text": message.text,
-        "timestamp": iso(message.timestamp),
-        "system_type": message.system_type,
-        "seq": message.seq,
-    }
+    return message_payload(message)
 
 
 def _text(raw: str) -> str:

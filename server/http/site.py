@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from server import assistants
+from server.actors.events import message_payload
 from server.chat_page import (
     DEFAULT_THEME,
     THEMES,
@@ -133,16 +134,7 @@ def render_visitor_dialog(dialog: DialogRecord) -> dict[str, Any]:
 
 
 def render_visitor_message(message: MessageRecord) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "dialog_id": message.dialog_id,
-        "seq": message.seq,
-        "sender": message.sender,
-        "text": message.text,
-        "timestamp": iso(message.timestamp),
-        "system_type": message.system_type,
-        "client_message_id": message.client_message_id,
-    }
+    return message_payload(message)
 
 
 def iframe_codes(public_url: str, site_token: str, theme: str) -> dict[str, str]:
