@@ -111,13 +111,12 @@ def display_name(dialog: DialogRecord, owner_first_name: str | None) -> str | No
     return owner_first_name
 
 
-def render_dialog(dialog: DialogRecord) -> dict[str, Any]:
-    """The dashboard dialog object of spec §4.4 (flags as 0/1), plus `channel` and `last_seq`."""
+def render_dialog_core(dialog: DialogRecord) -> dict[str, Any]:
+    """The fields the dashboard and the visitor's dialog objects share (flags as 0/1)."""
     return {
         "id": dialog.id,
         "user_id": dialog.user_id,
         "assistant_id": dialog.assistant_id,
-        "channel": dialog.channel,
         "started_at": iso(dialog.started_at),
         "ended_at": iso(dialog.ended_at),
         "auto_response": int(dialog.auto_response),
@@ -126,11 +125,19 @@ def render_dialog(dialog: DialogRecord) -> dict[str, Any]:
         "is_taken_over": int(dialog.is_taken_over),
         "telegram_chat_id": dialog.telegram_chat_id,
         "telegram_username": dialog.telegram_username,
+        "guest_id": dialog.guest_id,
+        "handoff_status": dialog.handoff_status,
+        "last_seq": dialog.last_seq,
+    }
+
+
+def render_dialog(dialog: DialogRecord) -> dict[str, Any]:
+    """The dashboard dialog object of spec §4.4 (flags as 0/1), plus `channel` and `last_seq`."""
+    return {
+        **render_dialog_core(dialog),
+        "channel": dialog.channel,
         "first_name": clean_name(dialog.first_name),
         "last_name": clean_name(dialog.last_name),
-        "guest_id": dialog.guest_id,
-        "last_seq": dialog.last_seq,
-        "handoff_status": dialog.handoff_status,
         "handoff_requested_at": iso(dialog.handoff_requested_at),
         "handoff_started_at": iso(dialog.handoff_started_at),
         "handoff_resolved_at": iso(dialog.handoff_resolved_at),

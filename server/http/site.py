@@ -35,6 +35,7 @@ from server.chat_page import (
 )
 from server.context import Services
 from server.errors import AppError, bad_request, not_found
+from server.http.dialogs import render_dialog_core
 from server.http.guards import SiteCaller, resolve_site_token, resolve_widget_assistant
 from server.http.routing import MAX_DB_ID, ApiRouter, Call, validation_error
 from server.http.schemas import Lenient, Strict
@@ -46,7 +47,6 @@ from server.store import users as user_store
 from server.store.assistants import AssistantRecord
 from server.store.dialog_queries import DialogRecord
 from server.store.dialogs import MessageRecord
-from server.store.types import iso
 
 router = ApiRouter("site")
 
@@ -115,22 +115,7 @@ class DialogIdOut(BaseModel):
 
 
 def render_visitor_dialog(dialog: DialogRecord) -> dict[str, Any]:
-    return {
-        "id": dialog.id,
-        "user_id": dialog.user_id,
-        "assistant_id": dialog.assistant_id,
-        "guest_id": dialog.guest_id,
-        "started_at": iso(dialog.started_at),
-        "ended_at": iso(dialog.ended_at),
-        "auto_response": int(dialog.auto_response),
-        "first_response_time": dialog.first_response_time,
-        "fallback": int(dialog.fallback),
-        "is_taken_over": int(dialog.is_taken_over),
-        "telegram_chat_id": dialog.telegram_chat_id,
-        "telegram_username": dialog.telegram_username,
-        "handoff_status": dialog.handoff_status,
-        "last_seq": dialog.last_seq,
-    }
+    return render_dialog_core(dialog)
 
 
 def render_visitor_message(message: MessageRecord) -> dict[str, Any]:
