@@ -163,3 +163,4 @@ def last_seq(session: Session, dialog_id: int) -> int:
         .limit(1)
     ).scalar_one_or_none() or 0
     return max(counter, stored)
+

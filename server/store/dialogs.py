@@ -29,7 +29,7 @@ class MessageRecord:
     client_message_id: str | None
 
 
-def _message(row: DialogMessage) -> MessageRecord:
+def to_record(row: DialogMessage) -> MessageRecord:
     return MessageRecord(
         id=row.id,
         dialog_id=row.dialog_id,
@@ -98,7 +98,7 @@ def append_message(
     )
     session.add(row)
     session.flush()
-    return _message(row)
+    return to_record(row)
 
 
 def list_messages(session: Session, dialog_id: int, since_seq: int = 0) -> list[MessageRecord]:
@@ -107,4 +107,11 @@ def list_messages(session: Session, dialog_id: int, since_seq: int = 0) -> list[
         .where(DialogMessage.dialog_id == dialog_id, DialogMessage.seq > since_seq)
         .order_by(DialogMessage.seq)
     ).scalars()
-    return [_message(row) for row in rows]
+    return [to_record(row) for row in rows]
+
+
+def message_at(session: Session, dialog_id: int, seq: int) -> MessageRecord | None:
+    row = session.execute(
+        select(DialogMessage).where(DialogMessage.dialog_id == dialog_id, DialogMessage.seq == seq)
+    ).scalar_one_or_none()
+    return to_record(row) if row is not None else None
