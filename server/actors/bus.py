@@ -23,7 +23,6 @@ client resumes from the store by `seq`); the publisher never waits for a slow re
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -54,6 +53,18 @@ class Subscription:
     consumer is too slow and will resume from the store).
     """
 
+    __slots__ = (
+        "_bus",
+        "_on_close",
+        "_queue",
+        "_sink",
+        "_waiter",
+        "channel",
+        "closed",
+        "max_queue",
+        "overflowed",
+    )
+
     def __init__(self, bus: EventBus, channel: str, max_queue: int) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -62,7 +73,9 @@ class Subscription:
         self.overflowed = False
         self.closed = False
         self._bus = bus
-        self._queue: collections.deque[Event] = collections.deque()
+        # A list (bounded by max_queue), not a deque: an empty deque is half a KiB, and a
+        # subscription per idle socket lives on after push_to() empties it.
+        self._queue: list[Event] = []
         self._waiter: asyncio.Future[None] | None = None
         self._sink: Callable[[Event], object] | None = None
         self._on_close: Callable[[Subscription], object] | None = None
@@ -76,7 +89,7 @@ class Subscription:
         the events already buffered, instead of queueing them for `get()`. A consumer that
         keeps its own bounded queue (a WebSocket connection) saves a task and a hop per event.
         `on_close` is called once when the subscription closes (e.g. `bus.stop()`)."""
-        buffered, self._queue = list(self._queue), collections.deque()
+        buffered, self._queue = self._queue, []
         self._sink, self._on_close = sink, on_close
         for event in buffered:
             sink(event)
@@ -119,7 +132,7 @@ class Subscription:
         """The next event, or None once the subscription is closed (one consumer task only)."""
         while not self.closed:
             if self._queue:
-                return self._queue.popleft()
+                return self._queue.pop(0)
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
