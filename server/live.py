@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 from typing import Any
@@ -24,7 +25,7 @@ from anyio import to_thread
 
 from server.actors import operator_session
 from server.actors.bridge import LoopReplies, LoopReply
-from server.actors.bus import EventBus, build_bus
+from server.actors.bus import EventBus, Subscription, build_bus
 from server.actors.dialog import (
     ChangeHandoff,
     CheckTimers,
@@ -43,15 +44,40 @@ from server.actors.store_writer import StoreWriter
 from server.context import Services
 from server.errors import AppError, CloseCode, ErrorCode
 from server.handoff_mail import queue_handoff_email
+from server.security import sha256_hex
+from server.store import assistants as assistant_store
 from server.store import billing as billing_store
 from server.store import handoff_timers
 from server.store import presence as presence_store
+from server.store.assistants import AssistantRecord
 from server.store.presence import PresenceRecord
 from server.store.types import utcnow
 from server.ws.connection import Connection
 from server.ws.limits import ConnectionLimits
 
 log = logging.getLogger(__name__)
+
+ASSISTANT_CHANGES = "assistants:changed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VisitorGrant:
+    """What let a visitor's socket in: a site token (its version and domains) or the widget
+    variant (assistant id + guest id, allowed while the website integration is on)."""
+
+    via_token: bool
+    widget_version: int | None = None
+    domains_hash: str | None = None
+
+    def still_valid(self, assistant: AssistantRecord | None) -> bool:
+        if assistant is None or not assistant.is_active:
+            return False
+        if not self.via_token:
+            return assistant.website_integration_enabled
+        if self.widget_version is None:
+            return True  # an account-level token: not bound to a version
+        return (self.widget_version == assistant.widget_version
+                and self.domains_hash == sha256_hex(assistant.allowed_domains))
 
 
 class LiveSystem:
@@ -97,6 +123,10 @@ class LiveSystem:
         self.ws_limits = ConnectionLimits(settings.ws_max_connections_per_dialog,
                                           settings.ws_max_connections)
         self._connections: set[Connection] = set()
+        # Visitor sockets by assistant, with what let them in: re-checked when the assistant
+        # changes (embed code rotated, domains changed, integration off, deleted).
+        self._visitors: dict[int, dict[Connection, VisitorGrant]] = {}
+        self._assistant_changes: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.replies = LoopReplies(loop)
 
@@ -113,6 +143,8 @@ class LiveSystem:
         live = cls(services, loop, bus)
         live.writer.start()
         live._sweeper = loop.create_task(live._sweep_forever(), name="handoff-sweeper")
+        live._assistant_changes = await bus.subscribe(ASSISTANT_CHANGES)
+        live._assistant_changes.push_to(live._on_assistant_changed)
         return live
 
     async def stop(self) -> None:
@@ -183,6 +215,42 @@ class LiveSystem:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+    def track_visitor(self, assistant_id: int, connection: Connection,
+                      grant: VisitorGrant) -> None:
+        self._visitors.setdefault(assistant_id, {})[connection] = grant
+
+    def untrack_visitor(self, assistant_id: int, connection: Connection) -> None:
+        sockets = self._visitors.get(assistant_id)
+        if sockets is not None:
+            sockets.pop(connection, None)
+            if not sockets:
+                del self._visitors[assistant_id]
+
+    def assistant_changed(self, assistant_id: int) -> None:
+        """Tell every node to re-check the visitor sockets of this assistant (a rotated embed
+        code or new domains revoke the older site tokens of sockets already open: 4002)."""
+        self.bus.publish(ASSISTANT_CHANGES, {"type": "assistant_changed",
+                                             "assistant_id": assistant_id})
+
+    def _on_assistant_changed(self, event: dict[str, Any]) -> None:
+        assistant_id = event.get("assistant_id")
+        if isinstance(assistant_id, int) and assistant_id in self._visitors:
+            self.loop.create_task(self._revalidate_visitors(assistant_id))
+
+    async def _revalidate_visitors(self, assistant_id: int) -> None:
+        def load() -> AssistantRecord | None:
+            with self.services.db.read() as session:
+                return assistant_store.get_assistant(session, assistant_id)
+
+        try:
+            assistant = await to_thread.run_sync(load)
+        except Exception:
+            log.exception("live: re-checking the visitors of assistant %s failed", assistant_id)
+            return
+        for connection, grant in list(self._visitors.get(assistant_id, {}).items()):
+            if not grant.still_valid(assistant):
+                connection.close(CloseCode.CREDENTIAL_INVALID, "credential revoked")
 
     async def operator_connected(self, user_id: int) -> None:
         reply = self.replies.new()

@@ -150,6 +150,7 @@ async def update_assistant(call: Call) -> dict[str, Any]:
         assistants.do_update_assistant, call.services, call.user.id,
         call.path["assistant_id"], given(call.body),
     )
+    _recheck_visitors(call, record.id)
     return render_assistant(record)
 
 
@@ -159,6 +160,7 @@ async def delete_assistant(call: Call) -> dict[str, Any]:
     await call.run(
         assistants.do_delete_assistant, call.services, call.user.id, call.path["assistant_id"]
     )
+    _recheck_visitors(call, call.path["assistant_id"])
     return {"ok": True}
 
 
@@ -206,6 +208,7 @@ async def website_integration(call: Call) -> dict[str, Any]:
         assistants.do_set_website_integration, call.services, call.user.id,
         call.path["assistant_id"], call.body.enabled,
     )
+    _recheck_visitors(call, record.id)
     enabled = record.website_integration_enabled
     return {
         "success": True,
@@ -290,7 +293,15 @@ async def rotate_embed_code(call: Call) -> dict[str, Any]:
     embed = await call.run(
         assistants.do_rotate_embed_code, call.services, call.user.id, call.path["assistant_id"]
     )
+    _recheck_visitors(call, call.path["assistant_id"])
     return dataclasses.asdict(embed)
+
+
+def _recheck_visitors(call: Call, assistant_id: int) -> None:
+    """Open visitor sockets of a changed assistant are re-checked on every node (a rotated
+    embed code or new domains close the sockets of older site tokens with 4002)."""
+    if call.services.live is not None:
+        call.services.live.assistant_changed(assistant_id)
 
 
 # --- service --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from server.context import Services
 from server.dialog_access import user_may_act, visitor_owns
 from server.errors import AppError, CloseCode, ErrorCode
 from server.http.guards import SiteCaller, resolve_site, resolve_user, resolve_widget
+from server.live import VisitorGrant
 from server.store import dialog_queries as queries
 from server.store import dialogs as dialog_store
 from server.store.dialog_queries import DialogRecord
@@ -123,7 +124,8 @@ async def _dialog(services: Services, dialog_id: int,
 
 
 def _serving(websocket: WebSocket, services: Services, dialog: DialogRecord, since: int | None,
-             *, sender: str, author: UserRecord | None = None) -> Serve:
+             *, sender: str, author: UserRecord | None = None,
+             grant: tuple[int, VisitorGrant] | None = None) -> Serve:
     """What to run for the rest of the socket's life; it keeps only ids and names, not the
     records the checks loaded (an idle socket should hold as little as possible)."""
     if since is not None:
@@ -132,13 +134,14 @@ def _serving(websocket: WebSocket, services: Services, dialog: DialogRecord, sin
         since = min(since, dialog.last_seq)
     return functools.partial(
         _serve_dialog, websocket, services, dialog.id, since, sender,
-        author.id if author else None, author.first_name if author else None,
+        author.id if author else None, author.first_name if author else None, grant,
     )
 
 
 async def _serve_dialog(websocket: WebSocket, services: Services, dialog_id: int,
                         since: int | None, sender: str, author_id: int | None,
-                        author_name: str | None) -> None:
+                        author_name: str | None,
+                        grant: tuple[int, VisitorGrant] | None) -> None:
     live = services.live_system
     settings = services.settings
     connection: list[Connection] = []
@@ -167,7 +170,7 @@ async def _serve_dialog(websocket: WebSocket, services: Services, dialog_id: int
 
     await _run(websocket, services, dialog_id, dialog_channel(dialog_id), since,
                replay if since is not None else None, on_frame, settings.ws_outbound_queue,
-               on_connection=connection.append,
+               on_connection=connection.append, grant=grant,
                skip_types=VISITOR_ONLY if sender == "manager" else frozenset())
 
 
@@ -182,6 +185,7 @@ async def _run(
     queue_size: int,
     on_connection: Callable[[Connection], None] | None = None,
     skip_types: frozenset[str] = frozenset(),
+    grant: tuple[int, VisitorGrant] | None = None,
 ) -> None:
     live = services.live_system
     try:
@@ -194,11 +198,15 @@ async def _run(
         if on_connection is not None:
             on_connection(connection)
         live.track(connection)
+        if grant is not None:
+            live.track_visitor(grant[0], connection, grant[1])
         try:
             await serve(connection, subscription, dialog_id=dialog_id, since=since,
                         replay=replay, on_frame=on_frame, skip_types=skip_types)
         finally:
             live.untrack(connection)
+            if grant is not None:
+                live.untrack_visitor(grant[0], connection)
     finally:
         live.ws_limits.release(dialog_id)
 
@@ -236,11 +244,23 @@ def _visitor_door(widget: bool) -> Callable[[WebSocket], Awaitable[None]]:
             since = _since(websocket)
             site = await _visitor(services, websocket, widget)
             dialog = await _dialog(services, dialog_id, lambda d: visitor_owns(d, site))
-            return _serving(websocket, services, dialog, since, sender="user")
+            return _serving(websocket, services, dialog, since, sender="user",
+                            grant=_grant(services, websocket, site, widget))
 
         await _door(websocket, checks)
 
     return door
+
+
+def _grant(services: Services, websocket: WebSocket, site: SiteCaller,
+           widget: bool) -> tuple[int, VisitorGrant] | None:
+    """What to re-check when the assistant changes; None for an account-level token."""
+    if site.assistant_id is None:
+        return None
+    if widget:
+        return site.assistant_id, VisitorGrant(via_token=False)
+    claims = services.site_tokens.decode(websocket.query_params.get("site_token", ""))
+    return site.assistant_id, VisitorGrant(True, claims.widget_version, claims.domains_hash)
 
 
 async def operator_dialog_door(websocket: WebSocket) -> None:

@@ -134,3 +134,43 @@ def test_the_received_notice_goes_to_the_visitor_only(
 
     assert [f["type"] for f in seen_by_visitor].count("message_received") == 2
     assert all(f["type"] != "message_received" for f in seen_by_operator)
+
+
+@pytest.mark.parametrize("change", ["rotate", "new_domains", "delete"])
+def test_changing_the_assistant_closes_sockets_of_older_site_tokens(
+    client: TestClient, services: Services, user: UserRecord, auth_headers: Headers, change: str
+) -> None:
+    headers = auth_headers(user)
+    visitor = open_visitor(client, services, user, headers)
+    query = f"site_token={visitor.site_token}&guest_id={visitor.guest_id}&since=0"
+    assistant = f"/api/assistants/{visitor.assistant_id}"
+    with pytest.raises(WebSocketDisconnect) as closed:
+        with client.websocket_connect(f"/ws/site/dialogs/{visitor.dialog_id}?{query}") as ws:
+            receive_until(ws, lambda f: f["type"] == "ready")
+            if change == "rotate":
+                response = client.post(assistant + "/embed-code/rotate", headers=headers)
+            elif change == "new_domains":
+                response = client.patch(assistant, json={"allowed_domains": "other.example"},
+                                        headers=headers)
+            else:
+                response = client.delete(assistant, headers=headers)
+            assert response.status_code == 200, response.text
+            for _ in range(20):
+                ws.receive_json()
+    assert closed.value.code == CloseCode.CREDENTIAL_INVALID
+
+
+def test_an_unrelated_edit_keeps_the_socket_open(
+    client: TestClient, services: Services, user: UserRecord, auth_headers: Headers
+) -> None:
+    headers = auth_headers(user)
+    visitor = open_visitor(client, services, user, headers)
+    query = f"site_token={visitor.site_token}&guest_id={visitor.guest_id}&since=0"
+    with client.websocket_connect(f"/ws/site/dialogs/{visitor.dialog_id}?{query}") as ws:
+        receive_until(ws, lambda f: f["type"] == "ready")
+        response = client.patch(f"/api/assistants/{visitor.assistant_id}",
+                                json={"name": "Renamed"}, headers=headers)
+        assert response.status_code == 200, response.text
+        ws.send_json({"type": "message", "text": "still here", "client_message_id": "k-1"})
+        echoed = receive_until(ws, lambda f: f["type"] == "message:new")
+    assert echoed[-1]["message"]["client_message_id"] == "k-1"
