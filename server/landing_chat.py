@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from anyio import to_thread
@@ -21,6 +21,9 @@ from server.ai.llm_errors import LlmError
 from server.landing_sessions import LandingSession, SessionStore
 from server.store import dialogs as dialog_store
 from server.store.db import Database
+
+if TYPE_CHECKING:
+    from server.live import LiveSystem
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +101,28 @@ def parse_reply(text: str) -> tuple[str, list[dict[str, str]] | None]:
     return text.strip(), None
 
 
-def _mirror(db: Database, session_id: str, question: str, answer: str) -> None:
+def _landing_dialog(db: Database, session_id: str) -> int | None:
     with db.write() as session:
         admin_id = dialog_store.first_admin_id(session)
         if admin_id is None:
-            return  # nobody to show it to yet
-        dialog_id = dialog_store.get_or_create_guest_dialog(session, admin_id, session_id, "landing")
-        dialog_store.append_message(session, dialog_id, "user", question)
-        dialog_store.append_message(session, dialog_id, "assistant", answer)
+            return None  # nobody to show it to yet
+        return dialog_store.get_or_create_guest_dialog(session, admin_id, session_id, "landing")
+
+
+async def _mirror(live: LiveSystem, db: Database, session_id: str, question: str,
+                  answer: str) -> None:
+    """The exchange, as the admin sees it in their dialogs: written through the dialog's actor
+    (its single writer), so an admin watching it live gets the messages with their seq."""
+    dialog_id = await to_thread.run_sync(_landing_dialog, db, session_id)
+    if dialog_id is None:
+        return
+    await live.post(dialog_id, sender="user", text=question, run_ai=False)
+    await live.post(dialog_id, sender="assistant", text=answer, run_ai=False)
 
 
 async def answer_landing_chat(
-    sessions: SessionStore, llm: LlmGateway, db: Database, session_id: str, message: str
+    sessions: SessionStore, llm: LlmGateway, db: Database, live: LiveSystem, session_id: str,
+    message: str,
 ) -> dict[str, Any]:
     session = await sessions.get(session_id) or LandingSession.new(session_id)
     history = session.messages[-HISTORY_TURNS:]
@@ -131,5 +144,5 @@ async def answer_landing_chat(
     session.add_turn("user", message)
     session.add_turn("assistant", text)
     await sessions.put(session)
-    await to_thread.run_sync(_mirror, db, session_id, message, text)
+    await _mirror(live, db, session_id, message, text)
     return {"message": text, "buttons": buttons, "session_id": session_id, "source": source}

@@ -86,6 +86,8 @@ RECENT_CLIENT_IDS = 128
 RELEASE_QUIET_PERIOD = dt.timedelta(minutes=5)  # spec §8.3: no auto-request right after a release
 AI_BLOCKED_REASON = "dialog_taken_over_during_processing"
 SETTLE_TIMEOUT_SECS = 30.0
+# Channels whose visitors may be handed to a human by the §8.3 detector.
+DETECTING_CHANNELS = frozenset({"web", "telegram"})
 UNAVAILABLE_TEXT = "Our assistant is unavailable right now."
 
 # Where an answer goes: a `bridge.LoopReply` from the doors, or any object with the completing
@@ -497,8 +499,8 @@ class DialogActor(ThreadActor):
 
     def _may_detect(self, now: dt.datetime) -> bool:
         assert self.facts is not None
-        if self.facts.channel == "dashboard":
-            return False
+        if self.facts.channel not in DETECTING_CHANNELS:
+            return False  # the owner's test chat, the landing chat's mirror
         return self.released_at is None or now - self.released_at >= RELEASE_QUIET_PERIOD
 
     # -- the AI answer -------------------------------------------------------------------------

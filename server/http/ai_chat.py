@@ -72,7 +72,8 @@ async def chat(call: Call) -> dict[str, Any]:
     services = call.services
     body: ChatIn = call.body
     return await answer_landing_chat(
-        services.landing_sessions, services.llm, services.db, body.session_id, body.message.strip()
+        services.landing_sessions, services.llm, services.db, services.live_system,
+        body.session_id, body.message.strip(),
     )
 
 

@@ -43,6 +43,20 @@ def test_chat_is_mirrored_into_a_landing_dialog_of_the_first_admin(
     assert [(m.seq, m.sender) for m in messages] == [(1, "user"), (2, "assistant")]
 
 
+def test_the_mirror_goes_through_the_dialogs_actor_without_asking_for_a_human(
+    client: TestClient, services: Services, admin: UserRecord
+) -> None:
+    # The landing chat answers itself; its mirror must not queue the admin's dialog.
+    client.post("/api/ai/chat", json={"session_id": SESSION, "message": "I need a real person"})
+    client.post("/api/ai/chat", json={"session_id": SESSION, "message": "Hello again"})
+    with services.db.read() as session:
+        dialog = session.execute(select(Dialog).where(Dialog.guest_id == SESSION)).scalar_one()
+        seqs = session.execute(select(DialogMessage.seq).where(
+            DialogMessage.dialog_id == dialog.id).order_by(DialogMessage.seq)).scalars().all()
+    assert dialog.handoff_status == "none"
+    assert list(seqs) == [1, 2, 3, 4] and dialog.last_seq == 4
+
+
 def test_initialize_get_and_delete_a_session(client: TestClient) -> None:
     created = client.post("/api/ai/initialize-context",
                           json={"session_id": SESSION, "context": {"page": "/pricing"}})
