@@ -222,6 +222,12 @@ class EventBus:
     def subscriber_count(self, channel: str) -> int:
         return len(self._channels.get(channel, ()))
 
+    def may_deliver(self, channel: str) -> bool:
+        """Whether an event published on `channel` now could reach anyone (any thread). Only a
+        hint for publishers that can skip work: a subscriber arriving right after the answer
+        may miss that one event, so use it only where a missed event is tolerable."""
+        return True
+
     def _detach(self, subscription: Subscription) -> None:
         subscribers = self._channels.get(subscription.channel)
         if subscribers is None or subscription not in subscribers:
@@ -303,6 +309,9 @@ class EventBus:
 
 class MemoryEventBus(EventBus):
     """The embedded default: one process, fan-out on the loop, nothing leaves the process."""
+
+    def may_deliver(self, channel: str) -> bool:
+        return channel in self._channels
 
 
 def _check_event(event: Event) -> None:

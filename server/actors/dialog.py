@@ -806,8 +806,14 @@ class DialogActor(ThreadActor):
     def _publish(self, event: dict[str, Any]) -> None:
         bus = self.deps.bus
         bus.publish(self.channel_key, event)
-        if self.facts is not None and event["type"] not in _DIALOG_ONLY:
-            bus.publish(owner_channel(self.facts.owner_id), events.feed_summary(event))
+        if self.facts is None or event["type"] in _DIALOG_ONLY:
+            return
+        # The feed has no replay, so skipping it when no operator watches loses at most the
+        # one event that races a feed's connect; the dialog channel is always published (its
+        # sockets replay from the store, so they never depend on this).
+        feed = owner_channel(self.facts.owner_id)
+        if bus.may_deliver(feed):
+            bus.publish(feed, events.feed_summary(event))
 
     def _event(self, event_type: str, **fields: Any) -> dict[str, Any]:
         return events.envelope(event_type, self.dialog_id, self.last_seq, **fields)

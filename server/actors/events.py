@@ -55,10 +55,14 @@ def envelope(
 
 
 def message_new(message: MessageRecord) -> dict[str, Any]:
-    return envelope(
-        MESSAGE_NEW, message.dialog_id, message.seq, message.timestamp,
-        message=message_payload(message),
-    )
+    payload = message_payload(message)
+    return {
+        "type": MESSAGE_NEW,
+        "dialog_id": message.dialog_id,
+        "seq": message.seq,
+        "timestamp": payload["timestamp"],  # rendered once for both
+        "message": payload,
+    }
 
 
 def feed_summary(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -308,3 +308,16 @@ def test_build_bus_uses_redis_only_when_configured() -> None:
         assert isinstance(build_bus("redis://127.0.0.1:6379/0", loop), RedisEventBus)
     finally:
         loop.close()
+
+
+async def test_may_deliver_is_false_only_when_nobody_anywhere_could_listen(
+    make_bus: BusFactory, redis_url: str | None
+) -> None:
+    bus = await make_bus()
+    channel = dialog_channel(9)
+    # One process knows its own subscribers; with Redis another node may be listening.
+    assert bus.may_deliver(channel) is (redis_url is not None)
+    subscription = await bus.subscribe(channel)
+    assert bus.may_deliver(channel)
+    subscription.close()
+    assert bus.may_deliver(channel) is (redis_url is not None)
