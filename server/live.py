@@ -37,7 +37,13 @@ from server.actors.dialog import (
     Posted,
     PostMessage,
 )
-from server.actors.handoff import Command, OperatorWentOffline, Rejected
+from server.actors.handoff import (
+    Command,
+    LegacyTakeOver,
+    OperatorWentOffline,
+    Rejected,
+    TakeOver,
+)
 from server.actors.operator_session import OperatorSessionActor
 from server.actors.runtime import Directory
 from server.actors.store_writer import StoreWriter
@@ -154,8 +160,7 @@ class LiveSystem:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        for generation in list(self.generations._by_dialog.values()):
-            generation.cancel.cancel("shutdown")
+        self.generations.cancel_all("shutdown")
         await to_thread.run_sync(self.dialogs.stop_all)
         await to_thread.run_sync(self.operators.stop_all)
         await to_thread.run_sync(self.writer.stop)
@@ -196,6 +201,34 @@ class LiveSystem:
         if isinstance(outcome, Rejected):
             raise AppError(ErrorCode.CONFLICT, outcome.detail, status=409)
         return outcome
+
+    async def take_over(self, dialog_id: int, channel: str, operator_id: int,
+                        operator_name: str, *, legacy: bool = False) -> HandoffChanged:
+        """An operator takes a dialog. Their capacity is reserved first with one conditional
+        update (`presence.reserve_slot`), so an operator is never over capacity even when
+        taking two dialogs at once; if the dialog then refuses (another operator won the race,
+        spec §4.9), the slot is given back."""
+        now = utcnow()
+        kind = "telegram" if channel == "telegram" else "web"
+
+        def reserve() -> str | None:
+            with self.services.db.write() as session:
+                return presence_store.reserve_slot(session, operator_id, kind, now)
+
+        refusal = await to_thread.run_sync(reserve)
+        if refusal is not None:
+            raise AppError(ErrorCode.CONFLICT, refusal, status=409)
+        command_type = LegacyTakeOver if legacy else TakeOver
+        command = command_type(operator_id=operator_id, operator_name=operator_name, at=now)
+        try:
+            return await self.change_handoff(dialog_id, command, slot_reserved=True)
+        except BaseException:
+            await to_thread.run_sync(self._release_slot, operator_id)
+            raise
+
+    def _release_slot(self, operator_id: int) -> None:
+        with self.services.db.write() as session:
+            presence_store.release_slot(session, operator_id)
 
     async def _await(self, reply: LoopReply, timeout: float, key: int) -> Any:
         try:

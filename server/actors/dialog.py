@@ -197,6 +197,12 @@ class Generations:
         with self._lock:
             return len(self._by_dialog)
 
+    def cancel_all(self, reason: str) -> None:
+        with self._lock:
+            generations = list(self._by_dialog.values())
+        for generation in generations:
+            generation.cancel.cancel(reason)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DialogDeps:

@@ -35,6 +35,11 @@ class SiteCaller:
     owner_id: int
     assistant_id: int | None
     guest_id: str
+    # What a site token was minted for (None for the widget variant and account-level tokens):
+    # live sockets are re-checked against them when the assistant changes.
+    # Not part of who the visitor is (compare=False): only what to re-check later.
+    widget_version: int | None = dataclasses.field(default=None, compare=False)
+    domains_hash: str | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,7 +145,8 @@ async def resolve_site(services: Services, site_token: str | None, guest_id: str
     claims = _decode_site_token(services, site_token)
     guest = _check_guest(guest_id)
     await to_thread.run_sync(_check_site_claims, services, claims)
-    return SiteCaller(owner_id=claims.user_id, assistant_id=claims.assistant_id, guest_id=guest)
+    return SiteCaller(owner_id=claims.user_id, assistant_id=claims.assistant_id, guest_id=guest,
+                      widget_version=claims.widget_version, domains_hash=claims.domains_hash)
 
 
 async def resolve_widget(services: Services, assistant_id: str | int | None,

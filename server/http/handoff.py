@@ -11,9 +11,8 @@ Each route is served at its canonical dialog-scoped path and at the seed path wi
 (the query wins; missing → 422, spec §3.1). `GET /api/status` without `dialog_id` is the public
 liveness payload (§3.2).
 
-A takeover first reserves a slot in the operator's capacity with one conditional update
-(`presence.reserve_slot`), so an operator is never over capacity even when taking two dialogs
-at once; if the dialog then refuses (another operator won the race), the slot is given back.
+A takeover goes through `LiveSystem.take_over`, which reserves the operator's slot before
+asking the dialog (see there).
 """
 
 from __future__ import annotations
@@ -27,19 +26,16 @@ from server.actors.handoff import (
     CancelRequest,
     ForceReset,
     LegacyRelease,
-    LegacyTakeOver,
     Release,
     RequestHandoff,
-    TakeOver,
 )
 from server.context import Services
 from server.dialog_access import dialog_for
 from server.errors import AppError, ErrorCode
 from server.handoff_view import handoff_status_out, manager_name, sla_minutes
-from server.http.guards import Caller
+from server.http.guards import Caller, authenticate
 from server.http.routing import ApiRouter, Call
 from server.http.schemas import Lenient, Strict
-from server.store import presence as presence_store
 from server.store.dialog_queries import DialogRecord
 from server.store.types import utcnow
 
@@ -109,37 +105,14 @@ async def _respond(call: Call, dialog_id: int) -> dict[str, Any]:
     return await call.run(_status_out, call.services, call.caller, dialog_id)
 
 
-def _operator_name(call: Call) -> str:
-    user = call.user
-    return manager_name(user.first_name, user.id)
-
-
 async def take_over(call: Call, dialog: DialogRecord, *, legacy_route: bool) -> None:
-    """Reserve the operator's slot, then ask the dialog; give the slot back if it refuses."""
-    services, user, now = call.services, call.user, utcnow()
+    user = call.user
     if legacy_route and dialog.handoff_status == "active" and dialog.assigned_manager_id == user.id:
         return  # already theirs: idempotent, and no second slot
-    channel = "telegram" if dialog.channel == "telegram" else "web"
-
-    def reserve() -> str | None:
-        with services.db.write() as session:
-            return presence_store.reserve_slot(session, user.id, channel, now)
-
-    refusal = await call.run(reserve)
-    if refusal is not None:
-        raise AppError(ErrorCode.CONFLICT, refusal, status=409)
-    command_type = LegacyTakeOver if legacy_route else TakeOver
-    command = command_type(operator_id=user.id, operator_name=_operator_name(call), at=now)
-    try:
-        await services.live_system.change_handoff(dialog.id, command, slot_reserved=True)
-    except BaseException:
-        await call.run(_release_slot, services, user.id)
-        raise
-
-
-def _release_slot(services: Services, user_id: int) -> None:
-    with services.db.write() as session:
-        presence_store.release_slot(session, user_id)
+    await call.services.live_system.take_over(
+        dialog.id, dialog.channel, user.id, manager_name(user.first_name, user.id),
+        legacy=legacy_route,
+    )
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -205,8 +178,6 @@ async def handoff_status(call: Call) -> dict[str, Any]:
 async def status_or_liveness(call: Call) -> dict[str, Any]:
     if call.query.dialog_id is None:
         return dict(LIVENESS)
-    from server.http.guards import authenticate
-
     call.caller = await authenticate(call.request, call.services, VISITOR)
     return await _respond(call, call.query.dialog_id)
 

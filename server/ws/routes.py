@@ -245,22 +245,20 @@ def _visitor_door(widget: bool) -> Callable[[WebSocket], Awaitable[None]]:
             site = await _visitor(services, websocket, widget)
             dialog = await _dialog(services, dialog_id, lambda d: visitor_owns(d, site))
             return _serving(websocket, services, dialog, since, sender="user",
-                            grant=_grant(services, websocket, site, widget))
+                            grant=_grant(site, widget))
 
         await _door(websocket, checks)
 
     return door
 
 
-def _grant(services: Services, websocket: WebSocket, site: SiteCaller,
-           widget: bool) -> tuple[int, VisitorGrant] | None:
+def _grant(site: SiteCaller, widget: bool) -> tuple[int, VisitorGrant] | None:
     """What to re-check when the assistant changes; None for an account-level token."""
     if site.assistant_id is None:
         return None
     if widget:
         return site.assistant_id, VisitorGrant(via_token=False)
-    claims = services.site_tokens.decode(websocket.query_params.get("site_token", ""))
-    return site.assistant_id, VisitorGrant(True, claims.widget_version, claims.domains_hash)
+    return site.assistant_id, VisitorGrant(True, site.widget_version, site.domains_hash)
 
 
 async def operator_dialog_door(websocket: WebSocket) -> None:
